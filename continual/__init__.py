@@ -1,0 +1,3 @@
+"""continual: continual-learning experiments for LLM fine-tuning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""Early checks on a composed config: every problem is reported before any training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from continual.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def available(group: str) -> list[str]:
+    """Names of the configs in a ``conf/<group>/`` directory."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _positive(value: object, key: str, fix: str) -> None:
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number. {fix}")
+
+
+def validate_config(cfg: DictConfig) -> list[str]:
+    """Check a composed run config; return the ordered domains to evaluate (sequence + general)."""
+    if cfg.get("sequence") is None:
+        raise ConfigError(
+            "No domain sequence selected. Add one, e.g. `+sequence=med_legal_code` "
+            f"(available: {', '.join(available('sequence'))})."
+        )
+    order = list(cfg.sequence.order)
+    if not order:
+        raise ConfigError("sequence.order is empty; list at least one domain to train on.")
+    repeated = sorted({d for d in order if order.count(d) > 1})
+    if repeated:
+        raise ConfigError(
+            f"sequence.order {order} repeats {repeated}; each domain is one stage, list it once."
+        )
+    domains = cfg.get("domains") or {}
+    general = cfg.eval.get("general_domain")
+    wanted = order + ([general] if general else [])
+    missing = [d for d in wanted if d not in domains]
+    if missing:
+        raise ConfigError(
+            f"Unknown domain(s) {missing}: the sequence must compose them from conf/domain "
+            f"(available: {', '.join(available('domain'))})."
+        )
+    for d in order:
+        if domains[d].get("holdout_only"):
+            raise ConfigError(f"Domain {d!r} is holdout-only (evaluation); it cannot be trained.")
+    train, ev = cfg.train, cfg.eval
+    _positive(train.steps, "train.steps", "Give the optimizer steps per stage, e.g. train.steps=20.")
+    _positive(train.lr, "train.lr", "Use a learning rate such as train.lr=1e-3.")
+    _positive(train.batch_size, "train.batch_size", "Blocks per step, e.g. train.batch_size=8.")
+    _positive(train.micro_batch_size, "train.micro_batch_size", "e.g. train.micro_batch_size=4.")
+    _positive(ev.holdout_blocks, "eval.holdout_blocks", "e.g. eval.holdout_blocks=16.")
+    _positive(ev.batch_size, "eval.batch_size", "e.g. eval.batch_size=8.")
+    if not isinstance(train.block_len, int) or train.block_len < 2:
+        raise ConfigError(f"train.block_len={train.block_len!r} must be an integer >= 2.")
+    if not 0 <= train.warmup_steps <= train.steps:
+        raise ConfigError(
+            f"train.warmup_steps={train.warmup_steps} must lie in [0, train.steps={train.steps}]."
+        )
+    if train.max_grad_norm is not None and train.max_grad_norm < 0:
+        raise ConfigError("train.max_grad_norm must be >= 0 (0 disables clipping).")
+    lora = cfg.method.get("lora")
+    if lora is not None:
+        _positive(lora.r, "method.lora.r", "LoRA rank, e.g. method.lora.r=16.")
+        _positive(lora.alpha, "method.lora.alpha", "e.g. method.lora.alpha=32.")
+        if not 0 <= lora.dropout < 1:
+            raise ConfigError(f"method.lora.dropout={lora.dropout} must lie in [0, 1).")
+    return wanted

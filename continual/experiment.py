@@ -1,0 +1,206 @@
+"""The recipe: set up, then per stage train -> save -> evaluate every domain, then summarise.
+
+``run_experiment`` is what ``python -m continual.run`` calls. A run directory holds:
+config.yaml (resolved, secrets redacted), run_info.json, metrics.csv (tidy), train_log.csv,
+loss_matrix.csv, forgetting.csv, adapters/stage<k>_<domain>/ (safetensors + config) and
+progress.json, the commit point after each finished stage (a rerun resumes after it).
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from continual import metrics as clm
+from continual.config import validate_config
+from continual.data.pipeline import DomainData, build_domain
+from continual.errors import ConfigError
+from continual.evaluate import holdout_nll
+from continual.methods import build_method
+from continual.methods.base import Method
+from continual.models.loading import LoadedModel, load_model
+from continual.results import (
+    atomic_write_csv,
+    atomic_write_json,
+    git_sha,
+    loss_matrix,
+    machine_info,
+    package_versions,
+    redact,
+    tidy_rows,
+)
+from continual.seeding import seed_everything, stage_seed
+from continual.train import train_stage
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, DomainData]:
+    """Build every domain's train/holdout blocks (fails on bad data before any training)."""
+    if cfg.train.block_len > loaded.max_positions > 0:
+        raise ConfigError(
+            f"train.block_len={cfg.train.block_len} exceeds the model's context of "
+            f"{loaded.max_positions} tokens; lower train.block_len."
+        )
+    data = {}
+    for name in names:
+        started = time.perf_counter()
+        data[name] = build_domain(
+            name,
+            cfg.domains[name],
+            loaded.tokenizer,
+            block_len=cfg.train.block_len,
+            holdout_blocks=cfg.eval.holdout_blocks,
+            max_train_blocks=cfg.train.get("max_train_blocks"),
+        )
+        s = data[name].stats
+        print(
+            f"data {name}: {s['train_docs']} train / {s['holdout_docs']} holdout documents, "
+            f"{len(data[name].train_blocks)} train / {len(data[name].holdout_blocks)} holdout "
+            f"blocks ({time.perf_counter() - started:.1f} s)"
+        )
+    return data
+
+
+def evaluate_all(
+    method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
+    stage: int,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """Holdout NLL of every domain, each under the model the method serves for it."""
+    values: dict[tuple[str, str], float] = {}
+    for name, domain in data.items():
+        with method.serving(name):
+            nll, _ = holdout_nll(
+                model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
+            )
+        values[(name, "holdout_nll")] = nll
+    for key, value in method.diagnostics().items():
+        values[("all", key)] = value
+    return values
+
+
+def _progress(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "progress.json"
+    if not path.is_file():
+        return {"completed_stage": 0, "trained": []}
+    import json
+
+    return json.loads(path.read_text())
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
+    """Run (or resume) one chain of stages; returns the tidy metrics table."""
+    started = time.perf_counter()
+    names = validate_config(cfg)
+    order = list(cfg.sequence.order)
+    run_dir = Path(run_dir)
+    progress = _progress(run_dir)
+    if progress["completed_stage"] == len(order) and (run_dir / "metrics.csv").is_file():
+        print(f"{run_dir} already holds a complete run; nothing to do.")
+        return pd.read_csv(run_dir / "metrics.csv")
+
+    loaded = load_model(cfg.model, Path(cfg.cache_dir))
+    data = prepare_data(cfg, loaded, names)
+    method = build_method(cfg.method)
+    model = method.setup(loaded.model)
+    ids = {
+        "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
+        "model": cfg.model.name, "seed": int(cfg.seed),
+    }  # fmt: skip
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    info = {
+        "status": "running", "ids": ids, "git_sha": git_sha(PROJECT_ROOT),
+        "packages": package_versions(), "machine": machine_info(), "model": loaded.identity,
+        "trainable_parameters": None, "data": {n: d.stats for n, d in data.items()},
+    }  # fmt: skip
+    atomic_write_json(run_dir / "run_info.json", info)
+
+    done = progress["completed_stage"]
+    if done:
+        print(f"Resuming {run_dir} after stage {done} ({', '.join(progress['trained'])})")
+        rows = pd.read_csv(run_dir / "metrics.csv")
+        rows = rows[rows["stage"] <= done].to_dict("records")
+        log = pd.read_csv(run_dir / "train_log.csv")
+        log_rows = log[log["stage"] <= done].to_dict("records")
+        method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", progress["trained"])
+    else:
+        rows = tidy_rows(ids, 0, "base", evaluate_all(method, model, data, cfg, loaded.device, 0))
+        log_rows = []
+        atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+
+    for stage, domain in enumerate(order, start=1):
+        if stage <= done:
+            continue
+        t0 = time.perf_counter()
+        seed = stage_seed(int(cfg.seed), stage)
+        seed_everything(seed)
+        method.before_stage(stage, domain)
+        groups = method.param_groups(float(cfg.train.lr))
+        info["trainable_parameters"] = sum(p.numel() for g in groups for p in g["params"])
+        records = train_stage(
+            model, groups, data[domain].train_blocks, cfg.train, loaded.device,
+            torch.Generator().manual_seed(seed), desc=f"stage {stage}/{len(order)} {domain}",
+        )  # fmt: skip
+        method.after_stage(stage, domain)
+        adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        method.save(adapter_dir)
+        values = evaluate_all(method, model, data, cfg, loaded.device, stage)
+        stability = clm.gradient_stability([r.grad_norm for r in records])
+        for key, value in stability.items():
+            values[(domain, f"grad_norm_{key}")] = value
+        values[(domain, "train_loss_final")] = records[-1].loss
+        values[(domain, "stage_seconds")] = time.perf_counter() - t0
+        rows += tidy_rows(ids, stage, domain, values)
+        log_rows += [{"stage": stage, "domain": domain, **asdict(r)} for r in records]
+        atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
+        atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+        atomic_write_json(
+            run_dir / "progress.json", {"completed_stage": stage, "trained": order[:stage]}
+        )
+        print(f"stage {stage}/{len(order)} {domain}: done in {time.perf_counter() - t0:.0f} s")
+
+    metrics = pd.DataFrame(rows)
+    matrix = loss_matrix(metrics)
+    general = cfg.eval.get("general_domain")
+    summary = clm.summary_metrics(matrix, order, general=general)
+    last = len(order)
+    rows += [
+        {**ids, "stage": last, "stage_domain": order[-1], "eval_domain": k.split("/")[1]
+         if "/" in k else "all", "metric": k.split("/")[0], "value": float(v)}  # fmt: skip
+        for k, v in summary.items()
+    ]
+    metrics = pd.DataFrame(rows)
+    forgetting = clm.forgetting_table(matrix, order)
+    atomic_write_csv(run_dir / "metrics.csv", metrics)
+    atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
+    atomic_write_csv(run_dir / "forgetting.csv", forgetting)
+    info.update(
+        status="complete",
+        wall_seconds=round(time.perf_counter() - started, 1),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
+    atomic_write_json(run_dir / "run_info.json", info)
+    print_report(matrix, forgetting, order)
+    return metrics
+
+
+def print_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
+    """Print the stage x domain holdout-loss matrix and the forgetting table."""
+    shown = matrix.copy()
+    shown.index = ["base"] + [f"after {d}" for d in order]
+    shown.index.name = "holdout NLL"
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print("\nStage x domain holdout loss (mean token NLL, nats):")
+        print(shown.to_string())
+        print("\nForgetting (final stage vs right after the domain's own stage):")
+        print(forgetting.to_string(index=False))

@@ -1,0 +1,91 @@
+"""Methods are continual-learning protocols with lifecycle hooks (Avalanche-style plugins).
+
+A run calls ``setup`` once, then per stage ``before_stage`` -> train on ``param_groups`` ->
+``after_stage``; every evaluation of domain d happens inside ``serving(d)``, which activates the
+model that a protocol deploys for d (for example adapter i for domain i).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from continual.errors import ConfigError
+
+METHODS: dict[str, Callable[[DictConfig], Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator adding a protocol to the ``method=`` registry."""
+
+    def wrap(cls: type[Method]) -> type[Method]:
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_method(cfg: DictConfig) -> Method:
+    """Instantiate the protocol named by ``cfg.name``."""
+    if cfg.name not in METHODS:
+        raise ConfigError(f"Unknown method {cfg.name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[cfg.name](cfg)
+
+
+class Method:
+    """Base protocol; subclasses override the hooks they need."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.model: Any = None
+        self.trained: list[str] = []  # domains whose stage has finished, in order
+
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Wrap the frozen base model once, before stage 0 is evaluated; return what to run."""
+        self.model = model
+        return model
+
+    def before_stage(self, stage: int, domain: str) -> None:
+        """Prepare the trainable state for ``domain`` (called after the stage's seeding)."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """AdamW parameter groups for the current stage."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr}]
+
+    def after_stage(self, stage: int, domain: str) -> None:
+        """Freeze or record what the stage produced."""
+        self.trained.append(domain)
+
+    def serving(self, domain: str) -> AbstractContextManager[None]:
+        """Context in which the model answers for ``domain``."""
+        return _nothing()
+
+    def save(self, directory: Path) -> None:
+        """Write the trainable state (safetensors + config) after a stage."""
+        raise NotImplementedError
+
+    def load(self, directory: Path, trained: list[str]) -> None:
+        """Restore the state written by ``save`` after the stages that trained ``trained``."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalar health checks logged at each evaluation (e.g. constraint residuals)."""
+        return {}
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for g in self.param_groups(1.0) for p in g["params"])
+
+
+class _nothing(AbstractContextManager[None]):
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def iter_named_trainable(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
+    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)

@@ -1,0 +1,109 @@
+"""LoRA protocols built on ``peft``: one adapter through every stage, or a fresh one per domain."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+from continual.methods.base import Method, register_method
+
+
+def lora_config(cfg: DictConfig) -> LoraConfig:
+    """peft LoraConfig from ``method.lora`` (r, alpha, dropout, target_modules)."""
+    targets = cfg.target_modules
+    if not isinstance(targets, str):
+        targets = list(OmegaConf.to_container(targets))
+    return LoraConfig(
+        r=int(cfg.r),
+        lora_alpha=float(cfg.alpha),
+        lora_dropout=float(cfg.dropout),
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _prepare_base(model: torch.nn.Module) -> torch.nn.Module:
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+@register_method("lora")
+class SequentialLoRA(Method):
+    """NAIVE: one LoRA adapter trained sequentially through every stage (serves every domain)."""
+
+    adapter = "sequential"
+
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.model = get_peft_model(_prepare_base(model), lora_config(self.cfg.lora), self.adapter)
+        return self.model
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory, safe_serialization=True)
+
+    def load(self, directory: Path, trained: list[str]) -> None:
+        self.model.load_adapter(directory / self.adapter, self.adapter, is_trainable=True)
+        self.model.set_adapter(self.adapter)
+        self.trained = list(trained)
+
+
+@register_method("frozen_lora")
+class PerDomainLoRA(Method):
+    """FROZEN: a fresh LoRA per domain on the frozen base; domain i is served by adapter i.
+
+    A domain not trained yet is served by the base model (adapters disabled).
+    """
+
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.base = _prepare_base(model)
+        self.model = self.base
+        return self.model
+
+    def _add_adapter(self, domain: str) -> None:
+        config = lora_config(self.cfg.lora)
+        if isinstance(self.model, PeftModel):
+            self.model.add_adapter(domain, config)
+        else:
+            self.model = get_peft_model(self.base, config, domain)
+        self.model.set_adapter(domain)
+
+    def before_stage(self, stage: int, domain: str) -> None:
+        self._add_adapter(domain)
+
+    def after_stage(self, stage: int, domain: str) -> None:
+        super().after_stage(stage, domain)
+        for name, param in self.model.named_parameters():
+            if f".{domain}." in name:
+                param.requires_grad_(False)
+
+    @contextlib.contextmanager
+    def serving(self, domain: str) -> Iterator[None]:
+        if domain in self.trained:
+            self.model.set_adapter(domain)
+            yield
+        elif isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def param_groups(self, lr: float) -> list[dict]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr}]
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(directory, safe_serialization=True, selected_adapters=self.trained)
+
+    def load(self, directory: Path, trained: list[str]) -> None:
+        for domain in trained:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(directory / domain, domain, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.base, directory / domain, domain)
+        self.trained = list(trained)

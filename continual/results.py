@@ -1,0 +1,112 @@
+"""Run-directory files: atomic writes, the run-info record, and the tidy metrics table."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+TIDY_COLUMNS = [
+    "run", "sequence", "method", "model", "seed",
+    "stage", "stage_domain", "eval_domain", "metric", "value",
+]  # fmt: skip
+PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "hydra-core", "omegaconf",
+            "wandb", "lm_eval", "pandas", "numpy", "datasets"]  # fmt: skip
+SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def redact(obj: Any) -> Any:
+    """Copy of a nested config with values under secret-looking keys replaced."""
+    if isinstance(obj, dict):
+        return {
+            k: "<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def git_sha(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True)
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def tidy_rows(
+    ids: dict[str, Any], stage: int, stage_domain: str, values: dict[tuple[str, str], float]
+) -> list[dict[str, Any]]:
+    """Rows of the tidy table for one stage: ``values`` maps (eval_domain, metric) -> value."""
+    return [
+        {**ids, "stage": stage, "stage_domain": stage_domain, "eval_domain": d, "metric": m,
+         "value": float(v)}  # fmt: skip
+        for (d, m), v in values.items()
+    ]
+
+
+def loss_matrix(metrics: pd.DataFrame, metric: str = "holdout_nll") -> pd.DataFrame:
+    """Stage x domain matrix (index: stage, columns: eval_domain) from a tidy table."""
+    rows = metrics[metrics["metric"] == metric]
+    matrix = rows.pivot_table(index="stage", columns="eval_domain", values="value", aggfunc="first")
+    matrix.columns.name = None
+    return matrix

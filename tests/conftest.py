@@ -1,0 +1,98 @@
+"""Shared fixtures: composed Hydra configs with tiny CPU settings and small local domains."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+TINY = [
+    "model=tiny_random",
+    "train.steps=3",
+    "train.batch_size=4",
+    "train.micro_batch_size=2",
+    "train.block_len=32",
+    "train.warmup_steps=1",
+    "eval.holdout_blocks=4",
+    "eval.batch_size=4",
+    "eval.general_domain=null",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose conf/config.yaml with overrides, the way `python -m continual.run` does."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+def _write_jsonl(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def prose_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    subjects = ["The patient", "A clinician", "The trial", "Each cohort", "The study"]
+    verbs = ["reported", "measured", "observed", "compared", "reviewed"]
+    objects = ["blood pressure", "mortality", "adverse events", "dosage", "recovery time"]
+    return [
+        f"Document {i}. "
+        + " ".join(
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} in week {rng.randint(1, 52)}."
+            for _ in range(12)
+        )
+        for i in range(n)
+    ]
+
+
+def code_texts(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        f"# module {i}\n"
+        + "\n".join(
+            f"def f{i}_{j}(x):\n    return x * {rng.randint(2, 99)} + {rng.randint(0, 9)}\n"
+            for j in range(8)
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def local_domains(tmp_path: Path) -> dict[str, Path]:
+    """Two small JSONL domains (prose, code) written into a temporary directory."""
+    return {
+        "prose": _write_jsonl(tmp_path / "prose.jsonl", prose_texts(40)),
+        "code": _write_jsonl(tmp_path / "code.jsonl", code_texts(40)),
+    }
+
+
+@pytest.fixture
+def tiny_cfg(
+    local_domains: dict[str, Path], tmp_path: Path
+) -> Callable[..., DictConfig]:
+    """Factory: a two-stage (prose -> code) config on tiny_random, with extra overrides."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_config(["+sequence=med_code", *TINY, *overrides])
+        with open_dict(cfg):
+            cfg.cache_dir = str(tmp_path / "cache")
+            cfg.sequence.order = ["prose", "code"]
+            template = {
+                "source": "jsonl", "params": {"text_field": "text", "id_field": None},
+                "max_documents": None, "holdout_documents": 8, "near_dedup": False,
+                "min_chars": 20, "holdout_only": False,
+            }  # fmt: skip
+            cfg.domains = {
+                name: {**template, "params": {**template["params"], "path": str(path)}}
+                for name, path in local_domains.items()
+            }
+        return cfg
+
+    return make

@@ -1,0 +1,52 @@
+"""End-to-end: a two-stage chain on tiny_random writes every output file, consistently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import load_file
+
+from continual.experiment import run_experiment
+from continual.results import TIDY_COLUMNS
+
+
+def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = run_experiment(tiny_cfg("method=lora"), run_dir)
+
+    for name in ["config.yaml", "run_info.json", "metrics.csv", "train_log.csv",
+                 "loss_matrix.csv", "forgetting.csv", "progress.json"]:  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "complete"
+    assert info["model"]["name"] == "tiny_random"
+    assert info["packages"]["torch"] and info["packages"]["peft"]
+    assert info["trainable_parameters"] > 0
+
+    table = pd.read_csv(run_dir / "metrics.csv")
+    assert list(table.columns) == TIDY_COLUMNS
+    assert table.equals(metrics.reset_index(drop=True)) or len(table) == len(metrics)
+    nll = table[table.metric == "holdout_nll"]
+    assert sorted(nll.stage.unique()) == [0, 1, 2]
+    assert set(nll.eval_domain) == {"prose", "code"}
+    assert len(nll) == 3 * 2 and nll.value.gt(0).all()
+    assert {"grad_norm_peak", "grad_norm_mean", "train_loss_final"} <= set(table.metric)
+    assert {"forgetting_pct", "delta_nll", "bwt", "fwt"} <= set(table.metric)
+
+    log = pd.read_csv(run_dir / "train_log.csv")
+    assert len(log) == 2 * 3
+    assert {"stage", "domain", "step", "loss", "grad_norm", "lr"} <= set(log.columns)
+
+    for stage, domain in [(1, "prose"), (2, "code")]:
+        adapter = run_dir / "adapters" / f"stage{stage}_{domain}" / "sequential"
+        assert (adapter / "adapter_config.json").is_file()
+        tensors = load_file(adapter / "adapter_model.safetensors")
+        assert tensors and all("lora_" in k for k in tensors)
+
+    matrix = pd.read_csv(run_dir / "loss_matrix.csv").set_index("stage")
+    assert matrix.loc[2, "prose"] == nll[(nll.stage == 2) & (nll.eval_domain == "prose")].value.item()
+    out = capsys.readouterr().out
+    assert "Stage x domain holdout loss" in out and "Forgetting" in out
