@@ -49,7 +49,9 @@ def validate_config(cfg: DictConfig) -> list[str]:
         if domains[d].get("holdout_only"):
             raise ConfigError(f"Domain {d!r} is holdout-only (evaluation); it cannot be trained.")
     train, ev = cfg.train, cfg.eval
-    _positive(train.steps, "train.steps", "Give the optimizer steps per stage, e.g. train.steps=20.")
+    _positive(
+        train.steps, "train.steps", "Give the optimizer steps per stage, e.g. train.steps=20."
+    )
     _positive(train.lr, "train.lr", "Use a learning rate such as train.lr=1e-3.")
     _positive(train.batch_size, "train.batch_size", "Blocks per step, e.g. train.batch_size=8.")
     _positive(train.micro_batch_size, "train.micro_batch_size", "e.g. train.micro_batch_size=4.")

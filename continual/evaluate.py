@@ -26,7 +26,9 @@ def holdout_nll(
         ids = blocks[start : start + batch_size].to(device)
         logits = model(input_ids=ids).logits[:, :-1].float()
         targets = ids[:, 1:]
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+        )
         total += float(loss)
         count += targets.numel()
     model.train(was_training)

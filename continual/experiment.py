@@ -175,8 +175,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     summary = clm.summary_metrics(matrix, order, general=general)
     last = len(order)
     rows += [
-        {**ids, "stage": last, "stage_domain": order[-1], "eval_domain": k.split("/")[1]
-         if "/" in k else "all", "metric": k.split("/")[0], "value": float(v)}  # fmt: skip
+        {
+            **ids,
+            "stage": last,
+            "stage_domain": order[-1],
+            "eval_domain": k.split("/")[1] if "/" in k else "all",
+            "metric": k.split("/")[0],
+            "value": float(v),
+        }  # fmt: skip
         for k, v in summary.items()
     ]
     metrics = pd.DataFrame(rows)

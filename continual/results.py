@@ -68,7 +68,9 @@ def git_sha(cwd: Path) -> str | None:
         return None
     if out.returncode != 0:
         return None
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True
+    )
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
@@ -98,8 +100,14 @@ def tidy_rows(
 ) -> list[dict[str, Any]]:
     """Rows of the tidy table for one stage: ``values`` maps (eval_domain, metric) -> value."""
     return [
-        {**ids, "stage": stage, "stage_domain": stage_domain, "eval_domain": d, "metric": m,
-         "value": float(v)}  # fmt: skip
+        {
+            **ids,
+            "stage": stage,
+            "stage_domain": stage_domain,
+            "eval_domain": d,
+            "metric": m,
+            "value": float(v),
+        }  # fmt: skip
         for (d, m), v in values.items()
     ]
 

@@ -26,7 +26,9 @@ class StepRecord:
     lr: float  # learning rate of the first parameter group at this step
 
 
-def batch_indices(n_blocks: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n_blocks: int, batch_size: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
     """Endless batches of block indices: shuffled epochs, no block repeated within an epoch."""
     pending = torch.empty(0, dtype=torch.long)
     while True:

@@ -45,7 +45,8 @@ def prose_texts(n: int, seed: int = 0) -> list[str]:
     return [
         f"Document {i}. "
         + " ".join(
-            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} in week {rng.randint(1, 52)}."
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
+            f"in week {rng.randint(1, 52)}."
             for _ in range(12)
         )
         for i in range(n)
@@ -74,9 +75,7 @@ def local_domains(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def tiny_cfg(
-    local_domains: dict[str, Path], tmp_path: Path
-) -> Callable[..., DictConfig]:
+def tiny_cfg(local_domains: dict[str, Path], tmp_path: Path) -> Callable[..., DictConfig]:
     """Factory: a two-stage (prose -> code) config on tiny_random, with extra overrides."""
 
     def make(*overrides: str) -> DictConfig:

