@@ -57,8 +57,12 @@ def test_repeated_domain(tiny_cfg, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("train.steps=0", "train.steps"), ("train.lr=-1e-3", "train.lr"),
-     ("train.warmup_steps=50", "warmup"), ("method.lora.r=0", "method.lora.r")],  # fmt: skip
+    [
+        ("train.steps=0", "train.steps"),
+        ("train.lr=-1e-3", "train.lr"),
+        ("train.warmup_steps=50", "warmup"),
+        ("method.lora.r=0", "method.lora.r"),
+    ],  # fmt: skip
 )
 def test_impossible_hyperparameters(tiny_cfg, tmp_path: Path, override: str, needle: str) -> None:
     _run_fails(tiny_cfg(override), tmp_path, ConfigError, needle)
