@@ -8,6 +8,7 @@ progress.json, the commit point after each finished stage (a rerun resumes after
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import time
@@ -87,12 +88,11 @@ def evaluate_all(
     return values
 
 
-def _progress(run_dir: Path) -> dict[str, Any]:
+def read_progress(run_dir: Path) -> dict[str, Any]:
+    """The commit record of a run directory: last completed stage and the domains trained."""
     path = run_dir / "progress.json"
     if not path.is_file():
         return {"completed_stage": 0, "trained": []}
-    import json
-
     return json.loads(path.read_text())
 
 
@@ -102,7 +102,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     names = validate_config(cfg)
     order = list(cfg.sequence.order)
     run_dir = Path(run_dir)
-    progress = _progress(run_dir)
+    progress = read_progress(run_dir)
     if progress["completed_stage"] == len(order) and (run_dir / "metrics.csv").is_file():
         print(f"{run_dir} already holds a complete run; nothing to do.")
         return pd.read_csv(run_dir / "metrics.csv")

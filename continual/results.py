@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ TIDY_COLUMNS = [
 ]  # fmt: skip
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "hydra-core", "omegaconf",
             "wandb", "lm_eval", "pandas", "numpy", "datasets"]  # fmt: skip
-SECRET_MARKERS = ("key", "token", "secret", "password")
+SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -51,7 +52,7 @@ def redact(obj: Any) -> Any:
     """Copy of a nested config with values under secret-looking keys replaced."""
     if isinstance(obj, dict):
         return {
-            k: "<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) and v else redact(v)
+            k: "<redacted>" if SECRET_KEY.search(str(k)) and v else redact(v)
             for k, v in obj.items()
         }
     if isinstance(obj, list):

@@ -75,3 +75,24 @@ def test_every_protocol_completes(tiny_cfg, tmp_path: Path, method: str, adapter
     if "crma" in method:
         spectral = metrics[metrics.metric == "crma_spectral_norm"]
         assert len(spectral) == 3 and spectral.value.le(1 + 1e-5).all()
+
+
+def test_qlora_nf4_base_runs_on_cpu(tiny_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "nf4"
+    run_dir.mkdir()
+    metrics = run_experiment(tiny_cfg("method=crma", "model.quantization=nf4"), run_dir)
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["model"]["quantization"] == "nf4"
+    nll = metrics[metrics.metric == "holdout_nll"]
+    assert len(nll) == 6 and nll.value.notna().all()
+
+
+def test_secrets_never_reach_run_files(tiny_cfg, tmp_path: Path, monkeypatch) -> None:
+    secret = "wandb-secret-0123456789abcdef"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    run_dir = tmp_path / "secret"
+    run_dir.mkdir()
+    run_experiment(tiny_cfg("+logger.api_key=" + secret), run_dir)
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
