@@ -8,6 +8,7 @@ progress.json, the commit point after each finished stage (a rerun resumes after
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import shutil
@@ -25,12 +26,14 @@ from continual.config import validate_config
 from continual.data.pipeline import DomainData, build_domain
 from continual.errors import ConfigError
 from continual.evaluate import holdout_nll
+from continual.loggers import RunLogger, build_logger
 from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
 from continual.results import (
     atomic_write_csv,
     atomic_write_json,
+    atomic_write_text,
     git_sha,
     loss_matrix,
     machine_info,
@@ -96,108 +99,168 @@ def read_progress(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def ensure_writable(run_dir: Path) -> None:
+    """Fail early, with the fix, when the run directory cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write to the run directory {run_dir} ({exc.strerror or exc}). "
+            "Choose another one with hydra.run.dir=<dir>, or free disk space."
+        ) from exc
+
+
+def _check_same_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    if saved != resolved:
+        raise ConfigError(
+            f"{run_dir} holds a partial run with a different config; resuming it would mix two "
+            "experiments. Rerun with its original overrides, or pick a new hydra.run.dir."
+        )
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     """Run (or resume) one chain of stages; returns the tidy metrics table."""
     started = time.perf_counter()
     names = validate_config(cfg)
     order = list(cfg.sequence.order)
     run_dir = Path(run_dir)
+    ensure_writable(run_dir)
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     progress = read_progress(run_dir)
-    if progress["completed_stage"] == len(order) and (run_dir / "metrics.csv").is_file():
+    done = progress["completed_stage"]
+    if done:
+        _check_same_config(run_dir, resolved)
+    if done == len(order) and (run_dir / "metrics.csv").is_file():
         print(f"{run_dir} already holds a complete run; nothing to do.")
         return pd.read_csv(run_dir / "metrics.csv")
 
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     data = prepare_data(cfg, loaded, names)
+    seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     method = build_method(cfg.method)
     model = method.setup(loaded.model)
     ids = {
         "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
         "model": cfg.model.name, "seed": int(cfg.seed),
     }  # fmt: skip
-    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     info = {
         "status": "running", "ids": ids, "git_sha": git_sha(PROJECT_ROOT),
         "packages": package_versions(), "machine": machine_info(), "model": loaded.identity,
-        "trainable_parameters": None, "data": {n: d.stats for n, d in data.items()},
+        "trainable_parameters": method.trainable_parameters(),
+        "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
-
-    done = progress["completed_stage"]
-    if done:
-        print(f"Resuming {run_dir} after stage {done} ({', '.join(progress['trained'])})")
-        rows = pd.read_csv(run_dir / "metrics.csv")
-        rows = rows[rows["stage"] <= done].to_dict("records")
-        log = pd.read_csv(run_dir / "train_log.csv")
-        log_rows = log[log["stage"] <= done].to_dict("records")
-        method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", progress["trained"])
-    else:
-        rows = tidy_rows(ids, 0, "base", evaluate_all(method, model, data, cfg, loaded.device, 0))
-        log_rows = []
-        atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
-
-    for stage, domain in enumerate(order, start=1):
-        if stage <= done:
-            continue
-        t0 = time.perf_counter()
-        seed = stage_seed(int(cfg.seed), stage)
-        seed_everything(seed)
-        method.before_stage(stage, domain)
-        groups = method.param_groups(float(cfg.train.lr))
-        info["trainable_parameters"] = sum(p.numel() for g in groups for p in g["params"])
-        records = train_stage(
-            model, groups, data[domain].train_blocks, cfg.train, loaded.device,
-            torch.Generator().manual_seed(seed), desc=f"stage {stage}/{len(order)} {domain}",
-        )  # fmt: skip
-        method.after_stage(stage, domain)
-        adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        method.save(adapter_dir)
-        values = evaluate_all(method, model, data, cfg, loaded.device, stage)
-        stability = clm.gradient_stability([r.grad_norm for r in records])
-        for key, value in stability.items():
-            values[(domain, f"grad_norm_{key}")] = value
-        values[(domain, "train_loss_final")] = records[-1].loss
-        values[(domain, "stage_seconds")] = time.perf_counter() - t0
-        rows += tidy_rows(ids, stage, domain, values)
-        log_rows += [{"stage": stage, "domain": domain, **asdict(r)} for r in records]
-        atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
-        atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
-        atomic_write_json(
-            run_dir / "progress.json", {"completed_stage": stage, "trained": order[:stage]}
-        )
-        print(f"stage {stage}/{len(order)} {domain}: done in {time.perf_counter() - t0:.0f} s")
-
-    metrics = pd.DataFrame(rows)
-    matrix = loss_matrix(metrics)
-    general = cfg.eval.get("general_domain")
-    summary = clm.summary_metrics(matrix, order, general=general)
-    last = len(order)
-    rows += [
-        {
-            **ids,
-            "stage": last,
-            "stage_domain": order[-1],
-            "eval_domain": k.split("/")[1] if "/" in k else "all",
-            "metric": k.split("/")[0],
-            "value": float(v),
-        }  # fmt: skip
-        for k, v in summary.items()
-    ]
-    metrics = pd.DataFrame(rows)
-    forgetting = clm.forgetting_table(matrix, order)
-    atomic_write_csv(run_dir / "metrics.csv", metrics)
-    atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
-    atomic_write_csv(run_dir / "forgetting.csv", forgetting)
+    logger = build_logger(cfg, run_dir, ids)
+    logger.start(resolved)
+    try:
+        if done:
+            print(f"Resuming {run_dir} after stage {done} ({', '.join(progress['trained'])})")
+            rows = pd.read_csv(run_dir / "metrics.csv").query("stage <= @done").to_dict("records")
+            log = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
+            log_rows = log.to_dict("records")
+            method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", order[:done])
+        else:
+            values = evaluate_all(method, model, data, cfg, loaded.device, 0)
+            rows, log_rows = tidy_rows(ids, 0, "base", values), []
+            logger.log_eval(0, "base", values)
+            atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+        for stage, domain in enumerate(order, start=1):
+            if stage > done:
+                stage_rows, stage_log = run_stage(
+                    cfg, run_dir, ids, stage, domain, method, model, data, loaded.device, logger
+                )
+                rows += stage_rows
+                log_rows += stage_log
+                atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
+                atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+                atomic_write_json(
+                    run_dir / "progress.json", {"completed_stage": stage, "trained": order[:stage]}
+                )
+        metrics, matrix, forgetting, summary = summarise(cfg, ids, rows)
+        atomic_write_csv(run_dir / "metrics.csv", metrics)
+        atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
+        atomic_write_csv(run_dir / "forgetting.csv", forgetting)
+        logger.log_summary(matrix, forgetting, summary)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        info.update(status=status, error=f"{type(exc).__name__}: {exc}",
+                    completed_stage=read_progress(run_dir)["completed_stage"])  # fmt: skip
+        with contextlib.suppress(OSError):
+            atomic_write_json(run_dir / "run_info.json", info)
+        logger.finish(status)
+        raise
     info.update(
         status="complete",
         wall_seconds=round(time.perf_counter() - started, 1),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
     atomic_write_json(run_dir / "run_info.json", info)
+    logger.finish("complete")
     print_report(matrix, forgetting, order)
     return metrics
+
+
+def run_stage(
+    cfg: DictConfig, run_dir: Path, ids: dict[str, Any], stage: int, domain: str,
+    method: Method, model: Any, data: dict[str, DomainData], device: torch.device,
+    logger: RunLogger,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Train one stage, save its adapters, evaluate every domain; returns (metric rows, steps)."""
+    t0 = time.perf_counter()
+    label = f"stage {stage}/{len(cfg.sequence.order)} {domain}"
+    seed = stage_seed(int(cfg.seed), stage)
+    seed_everything(seed)
+    method.before_stage(stage, domain)
+    groups = method.param_groups(float(cfg.train.lr))
+    records = train_stage(
+        model, groups, data[domain].train_blocks, cfg.train, device,
+        torch.Generator().manual_seed(seed), desc=label,
+    )  # fmt: skip
+    method.after_stage(stage, domain)
+    adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    method.save(adapter_dir)
+    values = evaluate_all(method, model, data, cfg, device, stage)
+    for key, value in clm.gradient_stability([r.grad_norm for r in records]).items():
+        values[(domain, f"grad_norm_{key}")] = value
+    values[(domain, "train_loss_final")] = records[-1].loss
+    values[(domain, "stage_seconds")] = time.perf_counter() - t0
+    offset = (stage - 1) * int(cfg.train.steps)
+    steps = [
+        {"stage": stage, "domain": domain, "global_step": offset + r.step, **asdict(r)}
+        for r in records
+    ]
+    logger.log_steps(stage, domain, steps)
+    logger.log_eval(stage, domain, values)
+    print(f"{label}: done in {time.perf_counter() - t0:.0f} s")
+    return tidy_rows(ids, stage, domain, values), steps
+
+
+def summarise(
+    cfg: DictConfig, ids: dict[str, Any], rows: list[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Append the chain's summary metrics (at the last stage) to the rows; build the tables."""
+    order = list(cfg.sequence.order)
+    matrix = loss_matrix(pd.DataFrame(rows))
+    matrix = matrix[order + [d for d in matrix.columns if d not in order]]
+    summary = clm.summary_metrics(matrix, order, general=cfg.eval.get("general_domain"))
+    extra = [
+        {
+            **ids,
+            "stage": len(order),
+            "stage_domain": order[-1],
+            "eval_domain": key.split("/")[1] if "/" in key else "all",
+            "metric": key.split("/")[0],
+            "value": float(value),
+        }  # fmt: skip
+        for key, value in summary.items()
+    ]
+    return pd.DataFrame(rows + extra), matrix, clm.forgetting_table(matrix, order), summary
 
 
 def print_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:

@@ -7,6 +7,7 @@ In a multirun sweep a failed job is reported and the sweep goes on with the next
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from continual.errors import ContinualError
+from continual.results import atomic_write_json
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -25,6 +27,14 @@ def _remove_if_empty(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but Hydra's own files."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
         shutil.rmtree(run_dir)
+
+
+def _record_failure(run_dir: Path, exc: Exception) -> None:
+    """Leave a failed sweep job's status where the sweep summary (continual.report) reads it."""
+    info_path = run_dir / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    atomic_write_json(info_path, info)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -38,10 +48,24 @@ def main(cfg: DictConfig) -> None:
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:
+            _record_failure(run_dir, exc)
             return
         _remove_if_empty(run_dir)
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Check override keys (typos get the closest valid key), then hand over to Hydra."""
+    from continual.overrides import unknown_key_message
+
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in sys.argv[1:]):
+        message = unknown_key_message(overrides)
+        if message:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

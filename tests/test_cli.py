@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,14 @@ def test_bad_input_exits_2_and_leaves_no_run_dir(local_domains, tmp_path: Path) 
     assert done.returncode == 2
     assert "error: train.lr=0" in done.stderr and "learning rate" in done.stderr
     assert not run_dir.exists()
+
+
+def test_sweep_goes_on_after_a_failed_job_and_records_it(local_domains, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *_tiny_overrides(local_domains), "train.lr=0,1e-3"]
+    done = _cli([*args, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=lr${train.lr}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = json.loads((sweep / "lr0" / "run_info.json").read_text())
+    assert failed["status"] == "failed" and "train.lr" in failed["error"]
+    ok = json.loads((sweep / "lr0.001" / "run_info.json").read_text())
+    assert ok["status"] == "complete"

@@ -1,0 +1,384 @@
+"""Evaluate our models with EleutherAI's lm-evaluation-harness (``lm-eval``), in memory.
+
+:func:`write_holdout_tasks` turns the holdout of every domain into an lm-eval perplexity task
+(``loglikelihood_rolling`` over a local JSONL file), and :func:`evaluate_tasks` runs any lm-eval
+tasks (ours or the bundled ones) on a model that is already loaded, e.g. after a stage.
+
+Units. Our holdout metric (:func:`continual.evaluate.holdout_nll`) is the mean next-token NLL
+in nats per token over fixed blocks; lm-eval reports ``bits_per_byte`` over whole documents::
+
+    bits_per_byte = (sum of NLL in nats) / (ln 2 * UTF-8 bytes)
+                  = mean NLL per token * tokens / bytes / ln 2
+
+(:func:`bits_per_byte`, :func:`nll_to_bits_per_byte`). Two conventions differ, so the numbers
+are comparable but not identical: lm-eval scores *every* token of a document, the first one
+predicted from a prefix token (BOS, or EOS when the tokenizer has no BOS), and cuts documents
+longer than the model's context into disjoint windows; our blocks score tokens 2..n of each
+block with no prefix. Written as ``unit="blocks"`` (each holdout block decoded to one
+document) and scored by us with the prefix token prepended, the two agree exactly in principle
+(``tests/test_lm_eval_bridge.py`` checks 1e-4 with a byte-level tokenizer).
+
+lm-eval is imported lazily (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import yaml
+
+from continual.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from continual.data.pipeline import DomainData
+
+log = logging.getLogger(__name__)
+
+METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+UNITS = ("documents", "blocks")
+_LIST_TASKS = "`lm-eval ls tasks` (add `--include_path DIR` for task files of your own)"
+
+
+# --------------------------------------------------------------------------- units
+
+
+def bits_per_byte(total_nll_nats: float, n_bytes: int) -> float:
+    """lm-eval's ``bits_per_byte``: total NLL (nats) / (ln 2 * UTF-8 bytes)."""
+    if n_bytes <= 0:
+        raise ValueError(f"n_bytes must be positive, got {n_bytes}")
+    return total_nll_nats / (math.log(2) * n_bytes)
+
+
+def nll_to_bits_per_byte(mean_nll: float, n_tokens: int, n_bytes: int) -> float:
+    """Our mean NLL (nats/token) over ``n_tokens`` scored tokens -> bits per byte."""
+    return bits_per_byte(mean_nll * n_tokens, n_bytes)
+
+
+# --------------------------------------------------------------------------- task files
+
+
+def _task_texts(domain: DomainData, unit: str, tokenizer: Any) -> list[str]:
+    if unit == "documents":
+        return [d.text for d in domain.holdout_docs]
+    if tokenizer is None:
+        raise ConfigError(
+            'write_holdout_tasks(unit="blocks") needs the tokenizer to decode blocks.'
+        )
+    # Special tokens (the EOS between packed documents) stay as their literal text, so that
+    # re-tokenization gives the same ids; lm-eval counts their characters as bytes.
+    return [
+        tokenizer.decode(block.tolist(), skip_special_tokens=False)
+        for block in domain.holdout_blocks
+    ]
+
+
+def write_holdout_tasks(
+    data: Mapping[str, DomainData],
+    out_dir: Path,
+    prefix: str = "continual",
+    unit: str = "documents",
+    tokenizer: Any = None,
+) -> list[str]:
+    """Write one lm-eval perplexity task per domain: ``<prefix>_<domain>.{jsonl,yaml}``.
+
+    Args:
+        data: Domains by name (their holdout side is used; nothing from training).
+        out_dir: Directory for the task files (created); pass it as ``include_path``.
+        prefix: Task names are ``f"{prefix}_{domain}"``.
+        unit: ``"documents"``: the holdout documents, whole, in split-rank order (a prefix is
+            a fair sample, so ``limit`` works); lm-eval's own perplexity protocol.
+            ``"blocks"``: each holdout block decoded to text, one document per block (the
+            tokens our metric scores; needs ``tokenizer``; the round trip is exact for byte-
+            level tokenizers and nearly so for BPE ones).
+        tokenizer: The model's tokenizer (``unit="blocks"`` only).
+
+    Returns:
+        The task names, in the order of ``data``.
+    """
+    if unit not in UNITS:
+        raise ConfigError(f"unit={unit!r} is unknown; use one of {UNITS}.")
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for domain_name, domain in data.items():
+        task = f"{prefix}_{domain_name}"
+        texts = _task_texts(domain, unit, tokenizer)
+        if not texts:
+            raise DataError(f"domain {domain_name!r} has no holdout {unit} to write.")
+        jsonl = out_dir / f"{task}.jsonl"
+        with jsonl.open("w", encoding="utf-8") as f:
+            for text in texts:
+                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+        config = {
+            "task": task,
+            "dataset_path": "json",
+            "dataset_kwargs": {
+                "data_files": {"test": str(jsonl)},
+                "cache_dir": str(out_dir / ".hf_datasets"),  # beside the tasks, not in ~/.cache
+            },
+            "output_type": "loglikelihood_rolling",
+            "test_split": "test",
+            "doc_to_text": "",
+            # A column name, not "{{text}}": lm-eval renders templates with Jinja and then
+            # literal_evals results that look like "[...]", which would corrupt such documents.
+            "doc_to_target": "text",
+            "metric_list": [{"metric": m} for m in METRICS],
+            "metadata": {"version": 1.0, "domain": domain_name, "unit": unit},
+        }
+        (out_dir / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        names.append(task)
+    return names
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@contextlib.contextmanager
+def _hf_offline(offline: bool | None) -> Iterator[None]:
+    """Set the Hugging Face offline switches for the block, and restore them afterwards.
+
+    ``None`` keeps ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` when the user set them and is
+    offline otherwise (no hub is assumed at run time). Modules that are already imported read
+    the switches into constants, so those are patched too.
+    """
+    if offline is None:
+        if "HF_HUB_OFFLINE" in os.environ or "HF_DATASETS_OFFLINE" in os.environ:
+            yield
+            return
+        offline = True
+    value = "1" if offline else "0"
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    os.environ.update(HF_HUB_OFFLINE=value, HF_DATASETS_OFFLINE=value)
+    import datasets.config
+    import huggingface_hub.constants
+
+    patched = [
+        (huggingface_hub.constants, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+    ]
+    saved = [(mod, attr, getattr(mod, attr)) for mod, attr in patched if hasattr(mod, attr)]
+    try:
+        for mod, attr, _ in saved:
+            setattr(mod, attr, offline)
+        yield
+    finally:
+        for mod, attr, old in saved:
+            setattr(mod, attr, old)
+        for key, old in saved_env.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextlib.contextmanager
+def _keep_global_rngs() -> Iterator[None]:
+    """Restore the Python, NumPy and torch (CPU and CUDA) global RNG states afterwards."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+def _task_manager(include_path: Path | None, tasks: Sequence[str]) -> Any:
+    """A TaskManager that knows ``tasks``; skips indexing lm-eval's ~10k bundled YAMLs when
+    every task is in ``include_path``."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None:
+        include = str(Path(include_path).expanduser().resolve())
+        if not Path(include).is_dir():
+            raise ConfigError(f"include_path {include} is not a directory of lm-eval task YAMLs.")
+        own = TaskManager(include_path=include, include_defaults=False)
+        if all(t in own.all_tasks for t in tasks):
+            return own
+        return TaskManager(include_path=include)
+    return TaskManager()
+
+
+def _check_known(manager: Any, tasks: Sequence[str], include_path: Path | None) -> None:
+    known = set(manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if not unknown:
+        return
+    hints = []
+    for t in unknown:
+        close = difflib.get_close_matches(t, manager.all_tasks, n=3)
+        hints.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    where = f" or in include_path={include_path}" if include_path else " (no include_path given)"
+    raise ConfigError(
+        f"unknown lm-eval task(s): {'; '.join(hints)}. They are not bundled with lm-eval"
+        f"{where}. List the available tasks with {_LIST_TASKS}; write our holdout tasks with "
+        "continual.lm_eval_bridge.write_holdout_tasks."
+    )
+
+
+def _load_tasks(manager: Any, tasks: Sequence[str], offline: bool) -> dict[str, Any]:
+    """Build every task (which loads its dataset) before the model runs; fail with the fix."""
+    merged: dict[str, Any] = {"tasks": {}, "groups": {}, "group_map": {}}
+    for name in tasks:
+        try:
+            loaded = manager.load([name])
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise ConfigError(
+                    f"lm-eval task {name!r} could not be built: {type(exc).__name__}: "
+                    f"{str(exc)[:300]}. Check its YAML."
+                ) from exc
+            entry = manager.task_index.get(name)
+            cfg = (getattr(entry, "cfg", None) or {}) if entry is not None else {}
+            source = str(cfg.get("dataset_path", "?"))
+            if cfg.get("dataset_name"):
+                source += f" (config {cfg['dataset_name']})"
+            files = (cfg.get("dataset_kwargs") or {}).get("data_files")
+            fix = (
+                f"the local data file(s) {files} must exist: re-create them with "
+                "write_holdout_tasks"
+                if files
+                else "a Hugging Face dataset needs internet once (then it is cached in "
+                f"HF_DATASETS_CACHE, {_datasets_cache()}): run once with internet "
+                "(evaluate_tasks(..., offline=False) or HF_HUB_OFFLINE=0), or copy the cache "
+                "from a machine that has it"
+            )
+            mode = "offline" if offline else "online"
+            raise DataError(
+                f"lm-eval task {name!r} cannot load its dataset {source} ({mode}): "
+                f"{type(exc).__name__}: {str(exc)[:300]}. To fix: {fix}."
+            ) from exc
+        for key in merged:
+            merged[key].update(loaded.get(key) or {})
+    return merged
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Missing/unreachable/corrupt data (OSError covers FileNotFoundError, ConnectionError and
+    datasets' DatasetNotFoundError), as opposed to a broken task YAML."""
+    from datasets.exceptions import DatasetsError
+
+    return isinstance(exc, (OSError, DatasetsError))
+
+
+def _datasets_cache() -> str:
+    try:
+        import datasets.config
+
+        return str(datasets.config.HF_DATASETS_CACHE)
+    except Exception:  # pragma: no cover - datasets is a dependency
+        return "~/.cache/huggingface/datasets"
+
+
+def _is_offline(offline: bool | None) -> bool:
+    if offline is not None:
+        return offline
+    value = os.environ.get("HF_HUB_OFFLINE", os.environ.get("HF_DATASETS_OFFLINE", "1"))
+    return value.upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
+    """``{"bits_per_byte,none": x, "bits_per_byte_stderr,none": "N/A", "alias": ..}`` ->
+    ``{"bits_per_byte": x}`` (stderr entries and non-numbers dropped)."""
+    out = {}
+    for key, value in task_results.items():
+        metric = key.split(",", 1)[0]
+        if metric.endswith("_stderr") or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[metric] = float(value)
+    return out
+
+
+def evaluate_tasks(
+    model: Any,
+    tokenizer: Any,
+    tasks: list[str],
+    include_path: Path | None,
+    batch_size: int,
+    limit: int | None = None,
+    *,
+    max_length: int | None = None,
+    offline: bool | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate an in-memory model on lm-eval tasks; returns ``{task: {metric: value}}``.
+
+    Uses lm-eval's lower-level ``evaluate`` (``simple_evaluate`` would re-seed the global
+    RNGs; the global RNG states are restored afterwards anyway), no bootstrap
+    (``bootstrap_iters=0``), no response or request cache (the model changes between stages)
+    and no sample logging. Every task is built (its dataset loaded) before the model runs.
+
+    Args:
+        model: A causal LM (``transformers`` model, or a peft model around one). Its train/eval
+            mode is restored afterwards.
+        tokenizer: Its tokenizer.
+        tasks: lm-eval task names (ours from :func:`write_holdout_tasks`, or bundled ones).
+        include_path: Directory of extra task YAMLs (``None``: bundled tasks only).
+        batch_size: Sequences per forward pass.
+        limit: At most this many documents per task (``None``: all).
+        max_length: Context window for lm-eval's rolling windows (``None``: the model's).
+        offline: Hugging Face offline mode for the call; ``None`` keeps ``HF_HUB_OFFLINE`` when
+            set and is offline otherwise.
+
+    Raises:
+        ConfigError: an empty task list, an unknown task (with how to list the known ones), or
+            a task whose YAML cannot be built.
+        DataError: a task whose dataset is missing (e.g. a Hub dataset offline that is not in
+            the datasets cache), before any model evaluation.
+    """
+    if not tasks or isinstance(tasks, str):
+        raise ConfigError(f"tasks must be a non-empty list of lm-eval task names, got {tasks!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1 or None, got {limit!r}.")
+    was_training = bool(getattr(model, "training", False))
+    with _hf_offline(offline), _keep_global_rngs():
+        from lm_eval.evaluator import evaluate
+        from lm_eval.models.huggingface import HFLM
+
+        manager = _task_manager(include_path, tasks)
+        _check_known(manager, tasks, include_path)
+        task_dict = _load_tasks(manager, tasks, _is_offline(offline))
+        for task in task_dict["tasks"].values():
+            if task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+            task.set_fewshot_seed(seed=1234)  # a task-local random.Random, not the global one
+        try:
+            lm = HFLM(
+                pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
+            )
+            results = evaluate(
+                lm=lm,
+                task_dict=task_dict,
+                limit=limit,
+                bootstrap_iters=0,
+                cache_requests=False,
+                log_samples=False,
+            )
+        finally:
+            model.train(was_training)
+    if results is None:  # pragma: no cover - only non-zero ranks get None
+        return {}
+    return {name: _metrics(res) for name, res in results["results"].items()}
+
+
+__all__ = [
+    "METRICS",
+    "bits_per_byte",
+    "evaluate_tasks",
+    "nll_to_bits_per_byte",
+    "write_holdout_tasks",
+]

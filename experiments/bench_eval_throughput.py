@@ -1,0 +1,161 @@
+"""Holdout-evaluation throughput: our ``holdout_nll`` vs lm-eval on the same holdout blocks.
+
+    python experiments/bench_eval_throughput.py --model smollm2_135m --blocks 16 --block-len 128 \
+        --repeats 3 --out results/bench_eval_throughput.json
+
+The holdout blocks of one domain (``conf/domain/<name>.yaml``, built by the project's data
+pipeline) are scored, in one process and interleaved, by
+
+* ``continual.holdout_nll``: our evaluation (fixed blocks, batched, no prefix token);
+* ``lm-eval rolling``: lm-eval's ``HFLM.loglikelihood_rolling`` on the blocks decoded to text
+  (the model calls and lm-eval's request handling, no task setup);
+* ``lm-eval evaluate``: :func:`continual.lm_eval_bridge.evaluate_tasks` end to end (task
+  files from ``write_holdout_tasks(unit="blocks")``: task index, dataset load, requests).
+
+Throughput is input tokens per second (lm-eval's inputs: prefix token + tokens - 1 per
+document). Each is run once to warm up, then ``--repeats`` times; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from continual.data.pipeline import build_domain  # noqa: E402
+from continual.evaluate import holdout_nll  # noqa: E402
+from continual.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
+from continual.models.loading import load_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["tiny_random", "smollm2_135m"], default="tiny_random")
+    parser.add_argument("--domain", default="code", help="a conf/domain/ entry (default: code)")
+    parser.add_argument("--blocks", type=int, default=16)
+    parser.add_argument("--block-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    cache = Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual"))
+    loaded = load_model(OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml"), cache)
+    model, tok, device = loaded.model, loaded.tokenizer, loaded.device
+    domain_cfg = OmegaConf.load(ROOT / "conf" / "domain" / f"{args.domain}.yaml")
+    data = build_domain(args.domain, domain_cfg, tok, args.block_len, args.blocks, 1)
+    blocks = data.holdout_blocks
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    tasks = write_holdout_tasks({args.domain: data}, tmp, unit="blocks", tokenizer=tok)
+    texts = [json.loads(line)["text"] for line in (tmp / f"{tasks[0]}.jsonl").open()]
+    lm_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size)
+    requests = [Instance("loglikelihood_rolling", doc={}, arguments=(t,), idx=0) for t in texts]
+
+    def ours() -> float:
+        return holdout_nll(model, blocks, args.batch_size, device, desc="ours")[0]
+
+    def rolling() -> float:  # nats per token
+        return -sum(hflm.loglikelihood_rolling(requests, disable_tqdm=True)) / lm_tokens
+
+    def end_to_end() -> float:  # bits per byte
+        return evaluate_tasks(model, tok, tasks, tmp, args.batch_size)[tasks[0]]["bits_per_byte"]
+
+    runs = {
+        "continual.holdout_nll": (ours, blocks.numel()),
+        "lm-eval rolling": (rolling, lm_tokens),
+        "lm-eval evaluate": (end_to_end, lm_tokens),
+    }
+    timings = {name: [] for name in runs}
+    warmups, values = {}, {}
+    for name, (fn, _) in runs.items():  # warm-up, in order
+        start = time.perf_counter()
+        values[name] = fn()
+        warmups[name] = time.perf_counter() - start
+    for _ in range(args.repeats):  # interleaved, so that drifts hit every method alike
+        for name, (fn, _) in runs.items():
+            start = time.perf_counter()
+            values[name] = fn()
+            timings[name].append(time.perf_counter() - start)
+
+    base = statistics.median(timings["continual.holdout_nll"])
+    rows = []
+    for name, (_, tokens) in runs.items():
+        median = statistics.median(timings[name])
+        rows.append(
+            {
+                "method": name,
+                "tokens": int(tokens),
+                "median_s": median,
+                "tokens_per_s": tokens / median,
+                "time_vs_ours": median / base,
+                "warmup_s": warmups[name],
+                "times_s": timings[name],
+            }
+        )
+    ln2 = math.log(2)
+    metric = {
+        "ours_nll_per_token": values["continual.holdout_nll"],
+        "lm_eval_nll_per_token": values["lm-eval rolling"],
+        "lm_eval_bits_per_byte": values["lm-eval evaluate"],
+        "lm_eval_bits_per_byte_from_rolling": values["lm-eval rolling"] * lm_tokens / n_bytes / ln2,
+    }
+    print(
+        f"\n{args.model}, domain {args.domain}: {len(blocks)} blocks x {args.block_len} tokens, "
+        f"batch {args.batch_size}, {args.repeats} repeats (median), device {device}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
+    print("| method | tokens | median s | tokens/s | time vs ours | warm-up s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['method']} | {r['tokens']} | {r['median_s']:.2f} | {r['tokens_per_s']:.0f} | "
+            f"{r['time_vs_ours']:.2f}x | {r['warmup_s']:.2f} |"
+        )
+    print(
+        f"\nours: {metric['ours_nll_per_token']:.4f} nats/token; lm-eval: "
+        f"{metric['lm_eval_nll_per_token']:.4f} nats/token, {metric['lm_eval_bits_per_byte']:.4f}"
+        " bits/byte (lm-eval also scores the first token of each block, from a prefix token)"
+    )
+    result = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "rows": rows,
+        "metric": metric,
+        "lm_eval_bytes": n_bytes,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "device": str(device),
+            "platform": platform.platform(),
+        },
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

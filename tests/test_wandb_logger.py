@@ -1,0 +1,282 @@
+"""WandbLogger: mode choice, the offline run's contents read back, disabled mode, failures.
+
+Two real (offline) wandb runs in all; every W&B directory points into tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from continual import metrics as clm
+from continual.errors import ConfigError
+from continual.loggers import build_logger
+from continual.wandb_logger import WandbLogger, has_api_key, resolve_mode
+from tests.conftest import compose_config
+
+wandb = pytest.importorskip("wandb")
+from wandb.proto import wandb_internal_pb2 as pb  # noqa: E402
+
+FAKE_KEY = "fakekey_" + "0123456789abcdef" * 3  # valid-looking (40+ word characters)
+SENTINEL = "continual-sentinel-env-value-7f3a"
+ORDER = ["med", "code"]
+IDS = {"run": "r", "sequence": "med_code", "method": "lora", "model": "tiny", "seed": 3}
+
+
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No WANDB_* from the caller, every wandb directory under tmp_path, fresh wandb state."""
+    for key in list(os.environ):
+        if key.startswith("WANDB_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("WANDB_SERVICE", "")  # recorded, so wandb's own value is undone later
+    monkeypatch.delenv("WANDB_SERVICE")
+    for name in ("DIR", "CACHE_DIR", "CONFIG_DIR", "DATA_DIR", "ARTIFACT_DIR"):
+        path = tmp_path / "wandb_home" / name.lower()
+        path.mkdir(parents=True)
+        monkeypatch.setenv(f"WANDB_{name}", str(path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    monkeypatch.setattr(WandbLogger, "_notices", set())
+    wandb.teardown()
+    yield tmp_path
+    wandb.finish()
+    wandb.teardown()
+
+
+def make_cfg(**logger: Any) -> DictConfig:
+    base = {"name": "wandb", "project": "continual", "entity": None, "mode": None, "tags": []}
+    return OmegaConf.create(
+        {"logger": {**base, **logger}, "sequence": {"name": "med_code", "order": ORDER}}
+    )
+
+
+def fake_results() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    matrix = pd.DataFrame(
+        {"med": [2.0, 1.5, 1.8], "code": [3.0, 2.9, 2.2]}, index=pd.Index([0, 1, 2], name="stage")
+    )
+    forgetting = clm.forgetting_table(matrix, ORDER)
+    return matrix, forgetting, clm.summary_metrics(matrix, ORDER, general=None)
+
+
+def drive(logger: WandbLogger) -> None:
+    """Two stages of three steps, three evaluations, the summary; not finished."""
+    logger.start({"seed": 3, "method": {"name": "lora", "r": 8}, "api_key": "<redacted>"})
+    for stage, domain in enumerate(ORDER, start=1):
+        steps = [
+            {"step": s, "loss": 3.0 - 0.1 * s, "grad_norm": 1.0 + s, "lr": 1e-3,
+             "global_step": 3 * (stage - 1) + s}
+            for s in (1, 2, 3)
+        ]  # fmt: skip
+        logger.log_steps(stage, domain, steps)
+    for stage in (0, 1, 2):
+        values = {("med", "holdout_nll"): 2.0 - 0.1 * stage, ("code", "holdout_nll"): 3.0}
+        values[("all", "crma_gate_mean")] = 0.5
+        logger.log_eval(stage, "base" if stage == 0 else ORDER[stage - 1], values)
+    logger.log_summary(*fake_results())
+
+
+def read_records(path: Path) -> list[pb.Record]:
+    """Records of a ``run-*.wandb`` transaction log (LevelDB log format, 32 KiB blocks)."""
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", data[:7]
+    records, chunk, pos = [], b"", 7
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:  # zero padding up to the end of the block
+            pos += left
+            continue
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records
+
+
+def history_rows(records: list[pb.Record]) -> list[dict[str, Any]]:
+    """Each history record as {key: value}."""
+    return [
+        {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+
+
+def test_offline_run_is_readable_and_holds_no_secret(
+    wandb_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("CONTINUAL_SENTINEL", SENTINEL)
+    run_dir = wandb_env / "runs" / "2026_med_code_lora_seed3"
+    run_dir.mkdir(parents=True)
+    logger = WandbLogger(make_cfg(tags=["pilot"]), run_dir, IDS)
+    assert (logger.mode, logger.why) == ("offline", "WANDB_MODE=offline")
+    drive(logger)
+    logger.finish("complete")
+    logger.finish("complete")  # idempotent
+
+    out = capsys.readouterr()
+    notices = [line for line in out.out.splitlines() if "wandb sync" in line]
+    assert len(notices) == 1, out.out
+    (sync_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    assert notices[0].endswith(f"wandb sync {sync_dir}")
+    assert "warning" not in out.err
+
+    (log_file,) = sync_dir.glob("run-*.wandb")
+    records = read_records(log_file)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert (run.run_group, run.job_type) == ("med_code", "lora")
+    assert run.display_name == "med_code-lora-s3"
+    assert list(run.tags) == ["pilot"] and run.project == "continual"
+    step_metrics = {
+        (m.glob_name or m.name): m.step_metric
+        for r in records
+        if r.WhichOneof("record_type") == "metric"
+        for m in [r.metric]
+    }
+    assert step_metrics["train/*"] == "train/global_step"
+    assert step_metrics["eval/*"] == "eval/stage"
+
+    rows = history_rows(records)
+    train = [r for r in rows if "train/loss" in r]
+    assert [r["train/global_step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert {"train/grad_norm", "train/lr", "train/step", "train/stage"} <= set(train[0])
+    evals = [r for r in rows if "eval/stage" in r]
+    assert [r["eval/stage"] for r in evals] == [0, 1, 2]
+    assert evals[2]["eval/med/holdout_nll"] == pytest.approx(1.8)
+    assert {"eval/code/holdout_nll", "eval/all/crma_gate_mean"} <= set(evals[0])
+    assert any({"tables/loss_matrix", "tables/forgetting"} <= set(r) for r in rows)
+
+    files = sync_dir / "files"
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    assert summary["avg_forgetting_pct"] == pytest.approx(20.0)
+    assert summary["forgetting_pct/med"] == pytest.approx(20.0)
+    assert summary["status"] == "complete"
+    assert summary["eval/med/holdout_nll"] == pytest.approx(1.8)
+    matrix = json.loads((files / summary["tables/loss_matrix"]["path"]).read_text())
+    assert matrix["columns"] == ["stage", "after", "med", "code"]
+    assert [row[:2] for row in matrix["data"]] == [[0, "base"], [1, "med"], [2, "code"]]
+    forgetting = json.loads((files / summary["tables/forgetting"]["path"]).read_text())
+    assert forgetting["columns"][0] == "domain" and "forgetting_pct" in forgetting["columns"]
+    assert [row[0] for row in forgetting["data"]] == ["med"]
+
+    leaked = [
+        str(p)
+        for p in wandb_env.rglob("*")
+        if p.is_file() and not p.is_symlink()
+        for data in [p.read_bytes()]
+        if FAKE_KEY.encode() in data or SENTINEL.encode() in data
+    ]
+    assert not leaked
+
+
+def test_auto_mode_without_key_goes_offline_once_and_survives_tracker_errors(
+    wandb_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    assert not has_api_key()
+    run_dir = wandb_env / "run"
+    run_dir.mkdir()
+    logger = WandbLogger(make_cfg(), run_dir, IDS)
+    assert (logger.mode, logger.why) == ("offline", "no W&B API key found")
+    logger.start({"seed": 3})
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tracker down")
+
+    monkeypatch.setattr(logger._run, "log", broken)
+    drive(logger)  # start again is a no-op; every log call hits the broken tracker
+    logger.finish("complete")
+    out = capsys.readouterr()
+    assert [line for line in out.out.splitlines() if "wandb" in line.lower()] == [
+        line for line in out.out.splitlines() if "no W&B API key found" in line
+    ]
+    assert out.out.count("wandb sync") == 1
+    assert out.err.count("warning: W&B") == 1 and "tracker down" in out.err
+    assert wandb.run is None
+
+
+@pytest.mark.parametrize("how", ["config", "env"])
+def test_disabled_mode_writes_nothing(
+    how: str, wandb_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    if how == "env":
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = make_cfg(mode="disabled") if how == "config" else make_cfg()
+    run_dir = wandb_env / "run"
+    run_dir.mkdir()
+    logger = WandbLogger(cfg, run_dir, IDS)
+    assert logger.mode == "disabled"
+    drive(logger)
+    logger.finish("failed")
+    assert list(run_dir.iterdir()) == []
+    assert capsys.readouterr().out == ""
+    assert wandb.run is None
+
+
+def test_init_failure_falls_back_then_disables(
+    wandb_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    modes: list[str] = []
+
+    def failing_init(**kwargs: Any) -> None:
+        modes.append(kwargs["mode"])
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(wandb, "init", failing_init)
+    logger = WandbLogger(make_cfg(), wandb_env, IDS)
+    assert logger.mode == "online"
+    drive(logger)
+    logger.finish("complete")
+    assert modes == ["online", "offline"]  # automatic online failed: tried offline once
+    err = capsys.readouterr().err
+    assert err.count("warning: W&B init failed") == 1 and FAKE_KEY not in err
+
+
+def test_mode_resolution(wandb_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_mode(None) == ("offline", "no W&B API key found")
+    netrc = wandb_env / "netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert has_api_key()
+    assert resolve_mode(None) == ("online", "auto")
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert resolve_mode(None)[0] == "offline"
+    assert resolve_mode("disabled") == ("disabled", "logger.mode=disabled")  # config wins
+    monkeypatch.setenv("WANDB_MODE", "sideways")
+    with pytest.raises(ConfigError, match="WANDB_MODE"):
+        resolve_mode(None)
+    with pytest.raises(ConfigError, match="logger.mode"):
+        resolve_mode("sideways")
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    assert resolve_mode(None)[0] == "disabled"
+
+
+def test_config_group_names_and_run_id(wandb_env: Path) -> None:
+    cfg = compose_config(["+sequence=med_code", "logger=wandb"])
+    assert cfg.logger.project == "continual" and cfg.logger.mode is None
+    assert list(cfg.logger.tags) == [] and cfg.logger.entity is None
+    job_dir = wandb_env / "multirun" / "2026-01-01_00-00-00_med_code" / "lora_seed3"
+    logger = build_logger(cfg, job_dir, IDS)
+    assert isinstance(logger, WandbLogger)
+    assert logger.group() == "med_code"
+    logger.multirun = True
+    assert logger.group() == "2026-01-01_00-00-00_med_code"
+    assert logger.run_id() == WandbLogger(cfg, job_dir, IDS).run_id()
+    assert logger.run_id() != WandbLogger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
