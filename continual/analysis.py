@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from continual import metrics as clm
@@ -79,8 +80,9 @@ class IncompleteRun:
     """A run directory that is not (yet) complete: left out of every analysis."""
 
     path: Path
-    status: str  # run_info.json status ("running" also means crashed/stopped), or why unusable
-    completed_stage: int | None  # from progress.json, when present
+    status: str  # run_info.json status ("running" may also mean killed), or why unusable
+    completed_stage: int | None  # stages committed (run_info.json or progress.json)
+    error: str | None = None  # the error recorded in run_info.json, if any
 
 
 # --------------------------------------------------------------------------- finding runs
@@ -98,24 +100,30 @@ def _scan(path: str | os.PathLike[str]) -> tuple[list[Path], list[IncompleteRun]
         here = Path(current)
         if "run_info.json" in files:
             dirs[:] = []  # a run directory holds no further runs
-            status = _status(here)
+            info = _info(here)
+            status = str(info.get("status", "no status"))
             if status == "complete" and "metrics.csv" in files:
                 complete.append(here)
-            else:
-                if status == "complete":
-                    status = "complete but metrics.csv is missing"
-                incomplete.append(IncompleteRun(here, status, _completed_stage(here)))
+                continue
+            if status == "complete":
+                status = "complete but metrics.csv is missing"
+            stage = info.get("completed_stage", _completed_stage(here))
+            error = info.get("error")
+            incomplete.append(
+                IncompleteRun(here, status, None if stage is None else int(stage),
+                              None if error is None else str(error))
+            )  # fmt: skip
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _PRUNE)
     return sorted(complete), sorted(incomplete, key=lambda r: r.path)
 
 
-def _status(run_dir: Path) -> str:
+def _info(run_dir: Path) -> dict[str, object]:
     try:
         info = json.loads((run_dir / "run_info.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        return f"unreadable run_info.json ({exc.__class__.__name__})"
-    return str(info.get("status", "no status")) if isinstance(info, dict) else "bad run_info"
+        return {"status": f"unreadable run_info.json ({exc.__class__.__name__})"}
+    return info if isinstance(info, dict) else {"status": "run_info.json is not an object"}
 
 
 def _completed_stage(run_dir: Path) -> int | None:
@@ -180,9 +188,10 @@ def load_metrics(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
 def load_train_logs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
     """Concatenate the ``train_log.csv`` tables (runs without one are skipped).
 
-    Adds ``run``, ``run_dir``, ``sequence``, ``model``, ``method``, ``seed`` (from
-    run_info.json) and ``global_step``: the optimizer step counted across stages (1-based).
-    Original columns: ``stage``, ``domain``, ``step``, ``loss``, ``grad_norm``, ``lr``.
+    Columns as written (``stage``, ``domain``, ``global_step``: the optimizer step counted
+    across stages, ``step`` within the stage, ``loss``, ``grad_norm``, ``lr``; ``global_step``
+    is added for logs without it) plus ``run``, ``run_dir``, ``sequence``, ``model``,
+    ``method``, ``seed`` from run_info.json.
     """
     frames = []
     for p in paths:
@@ -197,7 +206,8 @@ def load_train_logs(paths: Iterable[str | os.PathLike[str]]) -> pd.DataFrame:
         for key in ["run", *RUN_KEYS]:
             log[key] = ids.get(key, run_dir.name if key == "run" else None)
         log["run_dir"] = str(run_dir)
-        log["global_step"] = np.arange(1, len(log) + 1)
+        if "global_step" not in log.columns:  # older logs: count the steps across stages
+            log["global_step"] = np.arange(1, len(log) + 1)
         frames.append(log)
     if not frames:
         return pd.DataFrame(
@@ -342,7 +352,7 @@ def mean_matrix(metrics: pd.DataFrame, method: str) -> tuple[pd.DataFrame, pd.Da
 
 def _summary_names() -> set[str]:
     """Base names of the scalar metrics that :func:`continual.metrics.summary_metrics` writes."""
-    probe = loss_matrix(np.ones((3, 3)), ["a", "b", "g"])
+    probe = clm.loss_matrix(np.ones((3, 3)), ["a", "b", "g"])
     return {k.split("/")[0] for k in clm.summary_metrics(probe, ["a", "b"], general="g")}
 
 
@@ -483,6 +493,16 @@ def _colors(methods: Sequence[str]) -> dict[str, tuple[float, ...]]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
+def _styles(methods: Sequence[str]) -> dict[str, dict[str, object]]:
+    """Colour, line style and marker per method, so that coinciding curves stay visible."""
+    lines, markers = ["-", "--", "-.", ":"], ["o", "s", "^", "D", "v", "P"]
+    colors = _colors(methods)
+    return {
+        m: {"color": colors[m], "linestyle": lines[i % 4], "marker": markers[i % 6]}
+        for i, m in enumerate(methods)
+    }
+
+
 def _seed_counts(metrics: pd.DataFrame) -> dict[str, int]:
     return metrics.groupby("method")["seed"].nunique().to_dict()
 
@@ -496,11 +516,11 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
     summary = _holdout_summary(metrics)
     domains, labels = domain_order(metrics), stage_labels(metrics)
     methods, n_seeds = method_order(metrics), _seed_counts(metrics)
-    colors = _colors(methods)
+    colors, styles = _colors(methods), _styles(methods)
     trained = {
         lab.removeprefix("after "): k for k, lab in labels.items() if lab.startswith("after ")
     }
-    ncols = min(len(domains), 3)
+    ncols = 2 if len(domains) == 4 else min(len(domains), 3)
     nrows = math.ceil(len(domains) / ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows + 0.6), squeeze=False, layout="constrained"
@@ -511,7 +531,7 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
             s = summary[(summary["method"] == m) & (summary["eval_domain"] == domain)]
             s = s.sort_values("stage")
             x, y, sd = s["stage"].to_numpy(), s["mean"].to_numpy(), s["sd"].fillna(0).to_numpy()
-            ax.plot(x, y, marker="o", color=colors[m], label=f"{m} (n={n_seeds[m]})")
+            ax.plot(x, y, **styles[m], label=f"{m} (n={n_seeds[m]})")
             ax.fill_between(x, y - sd, y + sd, color=colors[m], alpha=0.2, linewidth=0)
         if domain in trained:
             ax.axvline(trained[domain], color="0.5", linestyle=":", linewidth=1)
@@ -538,7 +558,7 @@ def plot_heatmaps(metrics: pd.DataFrame) -> Figure:
     matrices = {m: mean_matrix(metrics, m) for m in methods}
     values = np.concatenate([mean.to_numpy().ravel() for mean, _ in matrices.values()])
     norm = Normalize(np.nanmin(values), np.nanmax(values))
-    ncols = min(len(methods), 4)
+    ncols = min(len(methods), 2)
     nrows = math.ceil(len(methods) / ncols)
     mean0 = next(iter(matrices.values()))[0]
     width = max(3.2, 0.95 * mean0.shape[1] + 1.6)
@@ -580,7 +600,7 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
     if train_logs.empty:
         raise ValueError("no training logs to plot")
     methods = method_order(train_logs)
-    colors = _colors(methods)
+    colors, styles = _colors(methods), _styles(methods)
     fig, (ax, ax_peak) = plt.subplots(
         1, 2, figsize=(13, 4.6), width_ratios=[2.2, 1], layout="constrained"
     )
@@ -590,7 +610,8 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
         for _, run in log.groupby("run_dir"):
             ax.plot(run["global_step"], run["grad_norm"], color=colors[m], alpha=0.25, lw=0.8)
         mean = log.groupby("global_step")["grad_norm"].mean()
-        ax.plot(mean.index, mean.to_numpy(), color=colors[m], lw=1.8, label=f"{m} (n={n})")
+        style = {**styles[m], "marker": styles[m]["marker"] if len(mean) <= 60 else None}
+        ax.plot(mean.index, mean.to_numpy(), **style, lw=1.8, ms=4, label=f"{m} (n={n})")
     first = train_logs[train_logs["run_dir"] == train_logs["run_dir"].iloc[0]]
     starts = first.groupby(["stage", "domain"])["global_step"].agg(["min", "max"]).reset_index()
     trans = blended_transform_factory(ax.transData, ax.transAxes)
@@ -598,13 +619,22 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
         if row.min > 1:
             ax.axvline(row.min - 0.5, color="0.4", linestyle="--", linewidth=1)
         ax.text((row.min + row.max) / 2, 0.98, f"stage {row.stage}: {row.domain}",
-                transform=trans, ha="center", va="top", fontsize=8, color="0.3")  # fmt: skip
+                transform=trans, ha="center", va="top", fontsize=8, color="0.3",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})  # fmt: skip
     ax.set_yscale("log")
+    norms = train_logs["grad_norm"][train_logs["grad_norm"] > 0]
+    if len(norms) and norms.max() / norms.min() < 20:  # under ~a decade: label plain numbers
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
     ax.set_xlabel("cumulative optimizer step")
     ax.set_ylabel(GRAD_LABEL)
-    ax.set_title("Gradient norm per step (thin: seeds, thick: mean)")
+    ax.set_title("Gradient norm per step")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", title="method")
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(
+        handles, names, loc="outside upper center", ncol=min(len(methods), 4), frameon=False,
+        title="method: thin lines = seeds, thick = mean over seeds",
+    )  # fmt: skip
 
     peaks = [
         {"method": m, "run_dir": r, "stage": s, "domain": d,
@@ -632,5 +662,4 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
         title += f"\nCRMA peak = {100 * ratio:.0f}% of LoRA's"
     ax_peak.set_title(title)
     ax_peak.grid(alpha=0.3, axis="y")
-    fig.suptitle("Gradient stability")
     return fig

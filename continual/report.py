@@ -62,10 +62,15 @@ def _num(x: float, digits: int) -> str:
 
 
 def _pm(mean: float, sd: float, digits: int = 3) -> str:
-    """``mean ± sd``, or just the mean when the SD is undefined (one seed)."""
+    """``mean ± sd`` (just the mean when the SD is undefined: one seed).
+
+    Fixed-point with ``digits`` decimals, or 3 significant digits when the mean is a tiny
+    non-zero value (e.g. a constraint error of 1e-8).
+    """
     if mean is None or math.isnan(mean):
         return "n/a"
-    return f"{mean:.{digits}f}" + ("" if sd is None or math.isnan(sd) else f" ± {sd:.{digits}f}")
+    spec = ".3g" if mean != 0 and abs(mean) < 10 ** (-digits) else f".{digits}f"
+    return f"{mean:{spec}}" + ("" if sd is None or math.isnan(sd) else f" ± {sd:{spec}}")
 
 
 def _ci(low: float, high: float, digits: int = 3) -> str:
@@ -140,14 +145,16 @@ def _runs_section(
         md_table(["method", "sequence", "model", "runs", "seeds"], rows),
         "",
         "Trained order: " + "; ".join(f"`{s}`: {o}" for s, o in order.items()) + ".",
-        "",
-        _settings(runs["run_dir"].tolist()),
     ]
+    settings = _settings(runs["run_dir"].tolist())
+    if settings:
+        out += ["", settings]
     if incomplete:
         out += ["", f"**Left out: {len(incomplete)} incomplete or failed run(s)**:", ""]
         for r in incomplete:
             done = "" if r.completed_stage is None else f", {r.completed_stage} stage(s) done"
-            out.append(f"- `{rel(r.path)}`: status `{r.status}`{done}")
+            error = "" if not r.error else f": {r.error[:200]}"
+            out.append(f"- `{rel(r.path)}`: status `{r.status}`{done}{error}")
     if dropped:
         out += ["", "Duplicate runs (same sequence, model, method, seed) left out, the most "
                 "recently written one is used:", ""]  # fmt: skip
@@ -192,6 +199,8 @@ def _forgetting_section(metrics: pd.DataFrame) -> str:
         return "\n".join([*out, "No domain was trained before the last stage (T = 1)."])
     rows = []
     for r in table.itertuples(index=False):
+        if r.n == 0:  # an average over no earlier domain (a one-stage chain)
+            continue
         kind = "drift" if str(r.method).startswith("modular") else "forgetting"
         stage = "" if pd.isna(r.trained_at_stage) else int(r.trained_at_stage)
         rows.append((
@@ -263,8 +272,7 @@ def _gradient_section(metrics: pd.DataFrame) -> str:
         out += [
             "",
             f"CRMA mean peak / LoRA mean peak = {100 * peak['crma'] / peak['lora']:.1f}% "
-            f"(reduction {100 * (1 - peak['crma'] / peak['lora']):.1f}%; the vendor reports "
-            "39-84% reduction).",
+            "(vendor-reported: 16-61%, i.e. a 39-84% peak reduction).",
         ]
     return "\n".join(out)
 
@@ -274,7 +282,8 @@ def _paired_section(metrics: pd.DataFrame) -> str:
         "## Paired differences between methods (a - b, paired by seed)",
         "",
         "Student-t CI of the mean difference and two-sided paired t-test; only pairs sharing "
-        ">= 2 seeds. Negative = method a forgets less / has lower loss.",
+        ">= 2 seeds; no correction for multiple comparisons. Negative = method a forgets less / "
+        "has lower loss.",
         "",
     ]
     tables = [

@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from continual.config import CONF_DIR
 from continual.errors import ContinualError
 from continual.results import atomic_write_json
 
@@ -37,7 +38,7 @@ def _record_failure(run_dir: Path, exc: Exception) -> None:
     atomic_write_json(info_path, info)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from continual.experiment import run_experiment
 

@@ -11,6 +11,7 @@ A tracker failure prints one warning and turns logging off; the run itself goes 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -109,6 +110,7 @@ class WandbLogger(RunLogger):
     """Sends the recipe's calls to one W&B run; every call is guarded (see module docstring)."""
 
     _notices: ClassVar[set[str]] = set()  # messages already printed in this process
+    _open: ClassVar[Any] = None  # our run that a crashed job left unfinished (multirun)
 
     def __init__(self, cfg: DictConfig, run_dir: Path, ids: dict[str, Any]) -> None:
         super().__init__(cfg, Path(run_dir), ids)
@@ -160,6 +162,10 @@ class WandbLogger(RunLogger):
     def _init(self, config: dict[str, Any], mode: str) -> Any:
         import wandb
 
+        if WandbLogger._open is not None:  # an earlier job in this process never finished
+            abandoned, WandbLogger._open = WandbLogger._open, None
+            with contextlib.suppress(Exception):
+                abandoned.finish(exit_code=1)
         ids = self.ids
         tags = self.cfg.logger.get("tags") or []
         return wandb.init(
@@ -174,6 +180,7 @@ class WandbLogger(RunLogger):
             id=self.run_id(),
             resume="allow" if mode == "online" else None,
             mode=mode,
+            reinit="create_new",  # never reuse or finish a run the caller opened
             # Offline: our own one-line notice replaces wandb's banner and sync hints.
             settings=wandb.Settings(silent=mode == "offline"),
         )
@@ -208,6 +215,7 @@ class WandbLogger(RunLogger):
                 self._fail("init", exc2)
                 return
         self.mode = mode
+        WandbLogger._open = self._run
         if mode == "offline":
             self._offline_notice(why)
 
@@ -271,9 +279,8 @@ class WandbLogger(RunLogger):
                 data=[[_plain(v) for v in row] for row in forgetting.itertuples(index=False)],
             )
             self._run.log({"tables/loss_matrix": loss_table, "tables/forgetting": forget_table})
-            for key, value in summary.items():
-                number = _number(value)
-                self._run.summary[key] = value if number is None else number
+            scalars = {k: (v if _number(v) is None else _number(v)) for k, v in summary.items()}
+            self._run.summary.update(scalars)
 
         self._call("summary", send)
 
@@ -282,6 +289,8 @@ class WandbLogger(RunLogger):
         run, self._run = self._run, None
         if run is None:
             return
+        if WandbLogger._open is run:
+            WandbLogger._open = None
         try:
             if not self._failed:
                 run.summary["status"] = status

@@ -25,7 +25,7 @@ def _tiny_overrides(local_domains: dict[str, Path]) -> list[str]:
         "domain@domains.code=local_jsonl", f"domains.code.params.path={local_domains['code']}",
         "domains.med.holdout_documents=8", "domains.code.holdout_documents=8",
         "train.steps=2", "train.batch_size=2", "train.block_len=32", "train.warmup_steps=0",
-        "eval.holdout_blocks=2", "eval.batch_size=2",
+        "eval.holdout_blocks=2", "eval.batch_size=2", "logger=none",
     ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -23,6 +24,9 @@ def test_notebook_is_committed_without_outputs() -> None:
 
 def test_notebook_runs_on_the_fixture_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONTINUAL_RESULTS", str(FIXTURE))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(

@@ -76,8 +76,8 @@ def make_run(
         values[(domain, "stage_seconds")] = 1.0
         rows += tidy_rows(ids, stage, domain, values)
         log_rows += [
-            {"stage": stage, "domain": domain, "step": i + 1, "loss": 3.0 - 0.1 * i,
-             "grad_norm": float(n), "lr": 1e-3}
+            {"stage": stage, "domain": domain, "global_step": (stage - 1) * steps + i + 1,
+             "step": i + 1, "loss": 3.0 - 0.1 * i, "grad_norm": float(n), "lr": 1e-3}
             for i, n in enumerate(norms)
         ]  # fmt: skip
     if done == len(order):  # the summary rows, exactly as the recipe appends them
@@ -92,7 +92,10 @@ def make_run(
     pd.DataFrame(rows, columns=TIDY_COLUMNS).to_csv(run_dir / "metrics.csv", index=False)
     if log_rows:
         pd.DataFrame(log_rows).to_csv(run_dir / "train_log.csv", index=False)
-    (run_dir / "run_info.json").write_text(json.dumps({"status": status, "ids": ids}, indent=1))
+    info = {"status": status, "ids": ids}
+    if status != "complete":
+        info |= {"error": "KeyboardInterrupt: ", "completed_stage": done}
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
     (run_dir / "progress.json").write_text(
         json.dumps({"completed_stage": done, "trained": list(order[:done])})
     )
@@ -105,7 +108,7 @@ def make_sweep(root: Path, methods=("lora", "crma"), seeds=(0, 1), incomplete: b
         for s in seeds:
             make_run(root / f"{m}_seed{s}", m, s)
     if incomplete:
-        make_run(root / f"{methods[-1]}_seed9", methods[-1], 9, status="running", stages_done=1)
+        make_run(root / f"{methods[-1]}_seed9", methods[-1], 9, status="interrupted", stages_done=1)
     return root
 
 
@@ -126,7 +129,10 @@ def test_find_runs_lists_complete_and_incomplete(sweep: Path) -> None:
     runs = an.find_runs(sweep)
     assert [p.name for p in runs] == ["crma_seed0", "crma_seed1", "lora_seed0", "lora_seed1"]
     (inc,) = an.find_incomplete_runs(sweep)
-    assert inc.path.name == "crma_seed9" and inc.status == "running" and inc.completed_stage == 1
+    assert (
+        inc.path.name == "crma_seed9" and inc.status == "interrupted" and inc.completed_stage == 1
+    )
+    assert inc.error.startswith("KeyboardInterrupt")
     assert an.find_runs(sweep / "lora_seed0") == [sweep / "lora_seed0"]  # a single run dir
     assert an.find_runs(sweep.parent) == runs  # any folder above
     with pytest.raises(an.NoRunsError, match="does not exist"):

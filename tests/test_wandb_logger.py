@@ -1,6 +1,6 @@
 """WandbLogger: mode choice, the offline run's contents read back, disabled mode, failures.
 
-Two real (offline) wandb runs in all; every W&B directory points into tmp_path.
+Three real (offline) wandb runs in all; every W&B directory points into tmp_path.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(f"WANDB_{name}", str(path))
     monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
     monkeypatch.setattr(WandbLogger, "_notices", set())
+    monkeypatch.setattr(WandbLogger, "_open", None)
     wandb.teardown()
     yield tmp_path
     wandb.finish()
@@ -106,13 +107,28 @@ def read_records(path: Path) -> list[pb.Record]:
     return records
 
 
-def history_rows(records: list[pb.Record]) -> list[dict[str, Any]]:
-    """Each history record as {key: value}."""
-    return [
-        {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
-        for r in records
-        if r.WhichOneof("record_type") == "history"
-    ]
+def _items(items: Any) -> dict[str, Any]:
+    """History/summary items as a dict; a nested key (e.g. a table's fields) becomes a sub-dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        *parents, last = list(item.nested_key) or [item.key]
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = json.loads(item.value_json)
+    return out
+
+
+def history_and_summary(records: list[pb.Record]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The history rows, and the final summary (every summary update applied in order)."""
+    rows, summary = [], {}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            rows.append(_items(r.history.item))
+        elif kind == "summary":
+            summary.update(_items(r.summary.update))
+    return rows, summary
 
 
 def test_offline_run_is_readable_and_holds_no_secret(
@@ -126,8 +142,10 @@ def test_offline_run_is_readable_and_holds_no_secret(
     logger = WandbLogger(make_cfg(tags=["pilot"]), run_dir, IDS)
     assert (logger.mode, logger.why) == ("offline", "WANDB_MODE=offline")
     drive(logger)
+    assert logger._run.settings.api_key == FAKE_KEY  # wandb did hold the key
     logger.finish("complete")
     logger.finish("complete")  # idempotent
+    wandb.teardown()  # stops wandb-core, which flushes and closes the transaction log
 
     out = capsys.readouterr()
     notices = [line for line in out.out.splitlines() if "wandb sync" in line]
@@ -151,7 +169,7 @@ def test_offline_run_is_readable_and_holds_no_secret(
     assert step_metrics["train/*"] == "train/global_step"
     assert step_metrics["eval/*"] == "eval/stage"
 
-    rows = history_rows(records)
+    rows, summary = history_and_summary(records)
     train = [r for r in rows if "train/loss" in r]
     assert [r["train/global_step"] for r in train] == [1, 2, 3, 4, 5, 6]
     assert {"train/grad_norm", "train/lr", "train/step", "train/stage"} <= set(train[0])
@@ -159,14 +177,14 @@ def test_offline_run_is_readable_and_holds_no_secret(
     assert [r["eval/stage"] for r in evals] == [0, 1, 2]
     assert evals[2]["eval/med/holdout_nll"] == pytest.approx(1.8)
     assert {"eval/code/holdout_nll", "eval/all/crma_gate_mean"} <= set(evals[0])
-    assert any({"tables/loss_matrix", "tables/forgetting"} <= set(r) for r in rows)
+    (tables,) = [r for r in rows if "tables/loss_matrix" in r]
+    assert tables["tables/forgetting"]["_type"] == "table-file"
 
-    files = sync_dir / "files"
-    summary = json.loads((files / "wandb-summary.json").read_text())
     assert summary["avg_forgetting_pct"] == pytest.approx(20.0)
     assert summary["forgetting_pct/med"] == pytest.approx(20.0)
     assert summary["status"] == "complete"
     assert summary["eval/med/holdout_nll"] == pytest.approx(1.8)
+    files = sync_dir / "files"
     matrix = json.loads((files / summary["tables/loss_matrix"]["path"]).read_text())
     assert matrix["columns"] == ["stage", "after", "med", "code"]
     assert [row[:2] for row in matrix["data"]] == [[0, "base"], [1, "med"], [2, "code"]]
@@ -187,26 +205,41 @@ def test_offline_run_is_readable_and_holds_no_secret(
 def test_auto_mode_without_key_goes_offline_once_and_survives_tracker_errors(
     wandb_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    """Two jobs of one sweep in one process: the first breaks and never finishes."""
     assert not has_api_key()
-    run_dir = wandb_env / "run"
-    run_dir.mkdir()
-    logger = WandbLogger(make_cfg(), run_dir, IDS)
-    assert (logger.mode, logger.why) == ("offline", "no W&B API key found")
-    logger.start({"seed": 3})
+    sweep = wandb_env / "multirun" / "2026-01-01_00-00-00_med_code"
+    first, second = (WandbLogger(make_cfg(), sweep / job, IDS) for job in ("lora_s3", "crma_s3"))
+    for logger in (first, second):
+        logger.run_dir.mkdir(parents=True)
+        logger.multirun = True
+    assert (first.mode, first.why) == ("offline", "no W&B API key found")
+    first.start({"seed": 3})
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("tracker down")
 
-    monkeypatch.setattr(logger._run, "log", broken)
-    drive(logger)  # start again is a no-op; every log call hits the broken tracker
-    logger.finish("complete")
+    monkeypatch.setattr(first._run, "log", broken)
+    drive(first)  # start again is a no-op; every log call hits the broken tracker
     out = capsys.readouterr()
-    assert [line for line in out.out.splitlines() if "wandb" in line.lower()] == [
-        line for line in out.out.splitlines() if "no W&B API key found" in line
-    ]
-    assert out.out.count("wandb sync") == 1
     assert out.err.count("warning: W&B") == 1 and "tracker down" in out.err
+
+    second.start({"seed": 3})  # finishes the run the first job left open, as failed
+    second.finish("complete")
+    first.finish("failed")  # late call: harmless
     assert wandb.run is None
+    wandb.teardown()  # stops wandb-core, which flushes and closes the transaction logs
+    stdout = out.out + capsys.readouterr().out
+    lines = [line for line in stdout.splitlines() if "wandb" in line.lower()]
+    assert lines == [
+        f"wandb: logging offline (no W&B API key found); upload later with: "
+        f"wandb sync {sweep}/*/wandb/offline-run-*"
+    ]
+    exits = {}
+    for log_file in sweep.glob("*/wandb/offline-run-*/run-*.wandb"):
+        records = read_records(log_file)
+        (code,) = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+        exits[log_file.parts[-4]] = code
+    assert exits == {"lora_s3": 1, "crma_s3": 0}
 
 
 @pytest.mark.parametrize("how", ["config", "env"])

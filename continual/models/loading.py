@@ -124,6 +124,13 @@ def load_model(cfg: DictConfig, cache_dir: Path) -> LoadedModel:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     cache_dir = Path(cache_dir).expanduser()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cache_dir={str(cache_dir)!r} cannot be created ({exc.strerror or exc}); "
+            "point cache_dir (or CONTINUAL_CACHE) at a writable directory."
+        ) from exc
     if cfg.source == "embedded":
         path, revision = str(prepare_embedded(cache_dir)), None
     elif cfg.source == "random":
