@@ -76,18 +76,66 @@ def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict
 
 def evaluate_all(
     method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
-    stage: int,
+    stage: int, tokenizer: Any = None, tasks_dir: Path | None = None,
 ) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Holdout NLL of every domain, each under the model the method serves for it."""
+    """Holdout NLL of every domain, each under the model the method serves for it; plus the
+    configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
+    model) and the method's diagnostics."""
     values: dict[tuple[str, str], float] = {}
     for name, domain in data.items():
         with method.serving(name):
             nll, _ = holdout_nll(
                 model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
             )
+            if cfg.eval.lm_eval_holdout:
+                values.update(
+                    _lm_eval(model, tokenizer, [f"continual_{name}"], name, cfg, tasks_dir)
+                )
         values[(name, "holdout_nll")] = nll
+    extra = list(cfg.eval.lm_eval_tasks or [])
+    if extra:
+        general = cfg.eval.get("general_domain") or "general"
+        with method.serving(general):
+            values.update(_lm_eval(model, tokenizer, extra, None, cfg, tasks_dir))
     for key, value in method.diagnostics().items():
         values[("all", key)] = value
+    return values
+
+
+def _lm_eval(
+    model: Any, tokenizer: Any, tasks: list[str], domain: str | None, cfg: DictConfig,
+    tasks_dir: Path | None,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """lm-eval results as (eval_domain, "lm_eval/<metric>") entries (task name as the domain
+    for extra tasks)."""
+    from continual.lm_eval_bridge import evaluate_tasks
+
+    results = evaluate_tasks(
+        model, tokenizer, tasks, tasks_dir, cfg.eval.batch_size, limit=cfg.eval.lm_eval_limit
+    )
+    return {
+        (domain or task, f"lm_eval/{metric}"): value
+        for task, metrics in results.items()
+        for metric, value in metrics.items()
+    }
+
+
+def prompted_baseline(
+    method: Method, model: Any, tokenizer: Any, data: dict[str, DomainData], order: list[str],
+    cfg: DictConfig, device: torch.device,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """Stage-0 prompted baseline: the base model (as served before any training) scored on each
+    trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
+    from continual.prompted import prompted_holdout_nll
+
+    values = {}
+    for name in order:
+        with method.serving(name):
+            values[(name, "prompted_nll")] = prompted_holdout_nll(
+                model, tokenizer, data[name].holdout_blocks, data[name].train_docs,
+                k=int(cfg.eval.prompted_k), context_tokens=int(cfg.eval.prompted_context_tokens),
+                batch_size=int(cfg.eval.batch_size), device=device,
+            )  # fmt: skip
     return values
 
 
@@ -155,6 +203,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
+    tasks_dir = None
+    if cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks:
+        from continual.lm_eval_bridge import write_holdout_tasks
+
+        tasks_dir = run_dir / "lm_eval_tasks"
+        write_holdout_tasks(data, tasks_dir)
     logger = build_logger(cfg, run_dir, ids)
     logger.start(resolved)
     try:
@@ -165,15 +219,24 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
             log_rows = log.to_dict("records")
             method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", order[:done])
         else:
-            values = evaluate_all(method, model, data, cfg, loaded.device, 0)
+            values = evaluate_all(
+                method, model, data, cfg, loaded.device, 0, loaded.tokenizer, tasks_dir
+            )
+            if cfg.eval.prompted_k:
+                values.update(
+                    prompted_baseline(
+                        method, model, loaded.tokenizer, data, order, cfg, loaded.device
+                    )  # fmt: skip
+                )
             rows, log_rows = tidy_rows(ids, 0, "base", values), []
             logger.log_eval(0, "base", values)
             atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
         for stage, domain in enumerate(order, start=1):
             if stage > done:
                 stage_rows, stage_log = run_stage(
-                    cfg, run_dir, ids, stage, domain, method, model, data, loaded.device, logger
-                )
+                    cfg, run_dir, ids, stage, domain, method, model, data, loaded, logger,
+                    tasks_dir,
+                )  # fmt: skip
                 rows += stage_rows
                 log_rows += stage_log
                 atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
@@ -207,11 +270,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
 
 def run_stage(
     cfg: DictConfig, run_dir: Path, ids: dict[str, Any], stage: int, domain: str,
-    method: Method, model: Any, data: dict[str, DomainData], device: torch.device,
-    logger: RunLogger,
+    method: Method, model: Any, data: dict[str, DomainData], loaded: LoadedModel,
+    logger: RunLogger, tasks_dir: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """Train one stage, save its adapters, evaluate every domain; returns (metric rows, steps)."""
-    t0 = time.perf_counter()
+    t0, device = time.perf_counter(), loaded.device
     label = f"stage {stage}/{len(cfg.sequence.order)} {domain}"
     seed = stage_seed(int(cfg.seed), stage)
     seed_everything(seed)
@@ -225,7 +288,7 @@ def run_stage(
     adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     method.save(adapter_dir)
-    values = evaluate_all(method, model, data, cfg, device, stage)
+    values = evaluate_all(method, model, data, cfg, device, stage, loaded.tokenizer, tasks_dir)
     for key, value in clm.gradient_stability([r.grad_norm for r in records]).items():
         values[(domain, f"grad_norm_{key}")] = value
     values[(domain, "train_loss_final")] = records[-1].loss
@@ -249,6 +312,11 @@ def summarise(
     matrix = loss_matrix(pd.DataFrame(rows))
     matrix = matrix[order + [d for d in matrix.columns if d not in order]]
     summary = clm.summary_metrics(matrix, order, general=cfg.eval.get("general_domain"))
+    prompted = loss_matrix(pd.DataFrame(rows), metric="prompted_nll")
+    for domain in prompted.columns:  # < 0: fine-tuning beat prompting the base model
+        trained_at = order.index(domain) + 1
+        gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
+        summary[f"finetune_minus_prompted_nll/{domain}"] = float(gap)
     extra = [
         {
             **ids,

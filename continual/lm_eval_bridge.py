@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import logging
 import math
@@ -45,7 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+# metric -> lm-eval aggregation (as in lm-eval's bundled wikitext task)
+METRICS = {
+    "word_perplexity": "weighted_perplexity",
+    "byte_perplexity": "weighted_perplexity",
+    "bits_per_byte": "bits_per_byte",
+}
 UNITS = ("documents", "blocks")
 _LIST_TASKS = "`lm-eval ls tasks` (add `--include_path DIR` for task files of your own)"
 
@@ -133,7 +139,10 @@ def write_holdout_tasks(
             # A column name, not "{{text}}": lm-eval renders templates with Jinja and then
             # literal_evals results that look like "[...]", which would corrupt such documents.
             "doc_to_target": "text",
-            "metric_list": [{"metric": m} for m in METRICS],
+            "metric_list": [
+                {"metric": m, "aggregation": agg, "higher_is_better": False}
+                for m, agg in METRICS.items()
+            ],
             "metadata": {"version": 1.0, "domain": domain_name, "unit": unit},
         }
         (out_dir / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -195,30 +204,46 @@ def _keep_global_rngs() -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def _task_manager(include_path: Path | None, tasks: Sequence[str]) -> Any:
-    """A TaskManager that knows ``tasks``; skips indexing lm-eval's ~10k bundled YAMLs when
-    every task is in ``include_path``."""
+@functools.lru_cache(maxsize=1)
+def _bundled_manager() -> Any:
+    """lm-eval's bundled tasks (indexing their ~15k YAML files takes 8-16 s: built once)."""
     from lm_eval.tasks import TaskManager
 
-    if include_path is not None:
-        include = str(Path(include_path).expanduser().resolve())
-        if not Path(include).is_dir():
-            raise ConfigError(f"include_path {include} is not a directory of lm-eval task YAMLs.")
-        own = TaskManager(include_path=include, include_defaults=False)
-        if all(t in own.all_tasks for t in tasks):
-            return own
-        return TaskManager(include_path=include)
     return TaskManager()
 
 
-def _check_known(manager: Any, tasks: Sequence[str], include_path: Path | None) -> None:
-    known = set(manager.all_tasks)
-    unknown = [t for t in tasks if t not in known]
-    if not unknown:
-        return
+def _route_tasks(include_path: Path | None, tasks: Sequence[str]) -> dict[str, Any]:
+    """The TaskManager that builds each task: tasks found in ``include_path`` come from an
+    index of that directory alone (fast); the others from lm-eval's bundled index.
+
+    Raises:
+        ConfigError: ``include_path`` is not a directory, or a task is known to neither.
+    """
+    from lm_eval.tasks import TaskManager
+
+    own_names: list[str] = []
+    route: dict[str, Any] = {}
+    if include_path is not None:
+        include = Path(include_path).expanduser().resolve()
+        if not include.is_dir():
+            raise ConfigError(f"include_path {include} is not a directory of lm-eval task YAMLs.")
+        own = TaskManager(include_path=str(include), include_defaults=False)
+        own_names = list(own.all_tasks)
+        route = {t: own for t in tasks if t in own.task_index}
+    rest = [t for t in tasks if t not in route]
+    if rest:
+        bundled = _bundled_manager()
+        unknown = [t for t in rest if t not in bundled.task_index]
+        if unknown:
+            _unknown_tasks(unknown, own_names + list(bundled.all_tasks), include_path)
+        route.update({t: bundled for t in rest})
+    return route
+
+
+def _unknown_tasks(unknown: Sequence[str], known: Sequence[str], include_path: Path | None) -> None:
     hints = []
     for t in unknown:
-        close = difflib.get_close_matches(t, manager.all_tasks, n=3)
+        close = difflib.get_close_matches(t, known, n=3)
         hints.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
     where = f" or in include_path={include_path}" if include_path else " (no include_path given)"
     raise ConfigError(
@@ -228,10 +253,10 @@ def _check_known(manager: Any, tasks: Sequence[str], include_path: Path | None) 
     )
 
 
-def _load_tasks(manager: Any, tasks: Sequence[str], offline: bool) -> dict[str, Any]:
+def _load_tasks(route: Mapping[str, Any], offline: bool) -> dict[str, Any]:
     """Build every task (which loads its dataset) before the model runs; fail with the fix."""
     merged: dict[str, Any] = {"tasks": {}, "groups": {}, "group_map": {}}
-    for name in tasks:
+    for name, manager in route.items():
         try:
             loaded = manager.load([name])
         except Exception as exc:
@@ -325,7 +350,9 @@ def evaluate_tasks(
             mode is restored afterwards.
         tokenizer: Its tokenizer.
         tasks: lm-eval task names (ours from :func:`write_holdout_tasks`, or bundled ones).
-        include_path: Directory of extra task YAMLs (``None``: bundled tasks only).
+        include_path: Directory of extra task YAMLs (``None``: bundled tasks only). A task
+            found there is built from that directory alone (fast; so it cannot include a
+            bundled task); other names come from lm-eval's bundled index (built once).
         batch_size: Sequences per forward pass.
         limit: At most this many documents per task (``None``: all).
         max_length: Context window for lm-eval's rolling windows (``None``: the model's).
@@ -349,9 +376,7 @@ def evaluate_tasks(
         from lm_eval.evaluator import evaluate
         from lm_eval.models.huggingface import HFLM
 
-        manager = _task_manager(include_path, tasks)
-        _check_known(manager, tasks, include_path)
-        task_dict = _load_tasks(manager, tasks, _is_offline(offline))
+        task_dict = _load_tasks(_route_tasks(include_path, tasks), _is_offline(offline))
         for task in task_dict["tasks"].values():
             if task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)

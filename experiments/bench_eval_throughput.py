@@ -13,16 +13,20 @@ pipeline) are scored, in one process and interleaved, by
   files from ``write_holdout_tasks(unit="blocks")``: task index, dataset load, requests).
 
 Throughput is input tokens per second (lm-eval's inputs: prefix token + tokens - 1 per
-document). Each is run once to warm up, then ``--repeats`` times; medians are reported.
+document). Each is run once to warm up, then ``--repeats`` times, interleaved and in rotated
+order; the table gives the median and minimum wall time and the median process CPU time (steadier
+than wall time on a shared machine; the load average is printed and saved).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     data = build_domain(args.domain, domain_cfg, tok, args.block_len, args.blocks, 1)
     blocks = data.holdout_blocks
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))  # task files; removed at exit
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     tasks = write_holdout_tasks({args.domain: data}, tmp, unit="blocks", tokenizer=tok)
     texts = [json.loads(line)["text"] for line in (tmp / f"{tasks[0]}.jsonl").open()]
     lm_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
@@ -85,31 +90,40 @@ def main(argv: list[str] | None = None) -> dict:
         "lm-eval rolling": (rolling, lm_tokens),
         "lm-eval evaluate": (end_to_end, lm_tokens),
     }
-    timings = {name: [] for name in runs}
+    names = list(runs)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     warmups, values = {}, {}
-    for name, (fn, _) in runs.items():  # warm-up, in order
+    for name in names:  # warm-up (imports, task index, dataset cache), in order
         start = time.perf_counter()
-        values[name] = fn()
+        values[name] = runs[name][0]()
         warmups[name] = time.perf_counter() - start
-    for _ in range(args.repeats):  # interleaved, so that drifts hit every method alike
-        for name, (fn, _) in runs.items():
-            start = time.perf_counter()
-            values[name] = fn()
-            timings[name].append(time.perf_counter() - start)
+    for rep in range(args.repeats):  # interleaved and rotated: drifts and order hit all alike
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            values[name] = runs[name][0]()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
 
-    base = statistics.median(timings["continual.holdout_nll"])
+    base = statistics.median(wall[names[0]])
+    base_cpu = statistics.median(cpu[names[0]])
     rows = []
-    for name, (_, tokens) in runs.items():
-        median = statistics.median(timings[name])
+    for name in names:
+        tokens = runs[name][1]
+        median = statistics.median(wall[name])
         rows.append(
             {
                 "method": name,
                 "tokens": int(tokens),
                 "median_s": median,
+                "min_s": min(wall[name]),
                 "tokens_per_s": tokens / median,
                 "time_vs_ours": median / base,
+                "median_cpu_s": statistics.median(cpu[name]),
+                "cpu_vs_ours": statistics.median(cpu[name]) / base_cpu,
                 "warmup_s": warmups[name],
-                "times_s": timings[name],
+                "times_s": wall[name],
+                "cpu_times_s": cpu[name],
             }
         )
     ln2 = math.log(2)
@@ -122,14 +136,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"\n{args.model}, domain {args.domain}: {len(blocks)} blocks x {args.block_len} tokens, "
         f"batch {args.batch_size}, {args.repeats} repeats (median), device {device}, "
-        f"{torch.get_num_threads()} threads\n"
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| method | tokens | median s | tokens/s | time vs ours | warm-up s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| method | tokens | median s | min s | tokens/s (median) | time vs ours "
+        "| CPU s (median) | CPU vs ours | warm-up s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['method']} | {r['tokens']} | {r['median_s']:.2f} | {r['tokens_per_s']:.0f} | "
-            f"{r['time_vs_ours']:.2f}x | {r['warmup_s']:.2f} |"
+            f"| {r['method']} | {r['tokens']} | {r['median_s']:.2f} | {r['min_s']:.2f} "
+            f"| {r['tokens_per_s']:.0f} | {r['time_vs_ours']:.2f}x | {r['median_cpu_s']:.2f} "
+            f"| {r['cpu_vs_ours']:.2f}x | {r['warmup_s']:.2f} |"
         )
     print(
         f"\nours: {metric['ours_nll_per_token']:.4f} nats/token; lm-eval: "
@@ -141,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "metric": metric,
         "lm_eval_bytes": n_bytes,
+        "load_average": os.getloadavg(),
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -23,6 +23,7 @@ TINY = [
     "eval.holdout_blocks=4",
     "eval.batch_size=4",
     "eval.general_domain=null",
+    "eval.prompted_context_tokens=64",
     "logger=none",
 ]
 

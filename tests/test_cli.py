@@ -26,6 +26,7 @@ def _tiny_overrides(local_domains: dict[str, Path]) -> list[str]:
         "domains.med.holdout_documents=8", "domains.code.holdout_documents=8",
         "train.steps=2", "train.batch_size=2", "train.block_len=32", "train.warmup_steps=0",
         "eval.holdout_blocks=2", "eval.batch_size=2", "logger=none",
+        "eval.prompted_context_tokens=32",
     ]  # fmt: skip
 
 

@@ -96,3 +96,19 @@ def test_secrets_never_reach_run_files(tiny_cfg, tmp_path: Path, monkeypatch) ->
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_prompted_baseline_and_lm_eval_holdout_land_in_the_table(tiny_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "lm_eval"
+    metrics = run_experiment(
+        tiny_cfg("eval.prompted_k=2", "eval.lm_eval_holdout=true", "eval.lm_eval_limit=4"), run_dir
+    )
+    prompted = metrics[metrics.metric == "prompted_nll"]
+    assert set(prompted.eval_domain) == {"prose", "code"} and set(prompted.stage) == {0}
+    gap = metrics[metrics.metric == "finetune_minus_prompted_nll"].set_index("eval_domain").value
+    nll = metrics[metrics.metric == "holdout_nll"]
+    own = nll[(nll.stage == 1) & (nll.eval_domain == "prose")].value.item()
+    assert gap["prose"] == pytest.approx(own - prompted.set_index("eval_domain").value["prose"])
+    bpb = metrics[metrics.metric == "lm_eval/bits_per_byte"]
+    assert len(bpb) == 3 * 2 and bpb.value.gt(0).all()
+    assert (run_dir / "lm_eval_tasks" / "continual_prose.yaml").is_file()

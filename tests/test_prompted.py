@@ -30,7 +30,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def domain(tiny, tmp_path_factory: pytest.TempPathFactory):
     texts = prose_texts(30)
-    texts[3] = texts[3][:40]  # a short training candidate: contexts of different lengths
+    for i in range(0, 30, 3):  # short documents: contexts of different lengths
+        texts[i] = texts[i][:40]
     path = _write_jsonl(tmp_path_factory.mktemp("data") / "prose.jsonl", texts)
     cfg = {
         "source": "jsonl", "params": {"path": str(path), "text_field": "text", "id_field": None},
@@ -63,7 +64,7 @@ def test_k0_reproduces_the_plain_holdout_loss(tiny, domain) -> None:
 
 
 def test_context_tokens_are_masked_out(tiny, domain) -> None:
-    k, budget = 3, 96
+    k, budget = 3, 192
     contexts = prompt_contexts(tiny.tokenizer, domain.train_docs, 6, k, budget, seed=5)
     lengths = {len(c) for c in contexts}
     assert max(lengths) <= budget and len(lengths) > 1  # right padding is exercised
