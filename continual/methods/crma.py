@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from continual.adapters.crma import CRMA, CRMAConfig, load_crma, save_crma
 from continual.methods.base import register_method
@@ -16,24 +16,29 @@ BACKBONE_DIR = "crma"
 
 
 class _Backbone:
-    """Mixin: a CRMA backbone attached to the model, trained in every stage, saved with it."""
+    """Mixin (put it first in the bases): adds a CRMA backbone to a LoRA protocol. The backbone is
+    attached at setup, trained in every stage beside the protocol's LoRA, and saved with it."""
 
+    cfg: DictConfig
     crma: CRMA
 
-    def _attach_backbone(self, model: torch.nn.Module) -> None:
+    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = super().setup(model)  # type: ignore[misc]
         config = CRMAConfig.from_dict(OmegaConf.to_container(self.cfg.crma, resolve=True))
         self.crma = CRMA.from_model(model, config)
         self.crma.attach(model)
+        return model
 
-    def _backbone_groups(self, lr: float) -> list[dict]:
-        return self.crma.parameter_groups(lr)
+    def param_groups(self, lr: float) -> list[dict]:
+        return super().param_groups(lr) + self.crma.parameter_groups(lr)  # type: ignore[misc]
 
-    def _save_backbone(self, directory: Path) -> None:
+    def save(self, directory: Path) -> None:
+        super().save(directory)  # type: ignore[misc]
         save_crma(self.crma, directory / BACKBONE_DIR)
 
-    def _load_backbone(self, directory: Path) -> None:
-        loaded = load_crma(directory / BACKBONE_DIR)
-        self.crma.load_state_dict(loaded.state_dict())
+    def load(self, directory: Path, trained: list[str]) -> None:
+        super().load(directory, trained)  # type: ignore[misc]
+        self.crma.load_state_dict(load_crma(directory / BACKBONE_DIR).state_dict())
 
     def diagnostics(self) -> dict[str, float]:
         """Constraint health of the mixing matrices (worst layer) and the mean gate."""
@@ -51,22 +56,6 @@ class _Backbone:
 class SequentialLoRAWithCRMA(_Backbone, SequentialLoRA):
     """One LoRA + one CRMA, both trained sequentially through every stage."""
 
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
-        model = super().setup(model)
-        self._attach_backbone(model)
-        return model
-
-    def param_groups(self, lr: float) -> list[dict]:
-        return super().param_groups(lr) + self._backbone_groups(lr)
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        self._save_backbone(directory)
-
-    def load(self, directory: Path, trained: list[str]) -> None:
-        super().load(directory, trained)
-        self._load_backbone(directory)
-
 
 @register_method("modular_crma")
 class ModularCRMA(_Backbone, PerDomainLoRA):
@@ -76,19 +65,3 @@ class ModularCRMA(_Backbone, PerDomainLoRA):
     backbone (a domain not trained yet: the base plus the current backbone), so re-evaluating
     domain i after later stages measures backbone drift.
     """
-
-    def setup(self, model: torch.nn.Module) -> torch.nn.Module:
-        model = super().setup(model)
-        self._attach_backbone(model)
-        return model
-
-    def param_groups(self, lr: float) -> list[dict]:
-        return super().param_groups(lr) + self._backbone_groups(lr)
-
-    def save(self, directory: Path) -> None:
-        super().save(directory)
-        self._save_backbone(directory)
-
-    def load(self, directory: Path, trained: list[str]) -> None:
-        super().load(directory, trained)
-        self._load_backbone(directory)
