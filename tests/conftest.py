@@ -67,6 +67,13 @@ def code_texts(n: int, seed: int = 1) -> list[str]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _no_wandb_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs composed with the default logger (wandb) stay off the network and out of $HOME;
+    the W&B tests set their own mode."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
 @pytest.fixture
 def local_domains(tmp_path: Path) -> dict[str, Path]:
     """Two small JSONL domains (prose, code) written into a temporary directory."""

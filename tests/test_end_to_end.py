@@ -112,3 +112,17 @@ def test_prompted_baseline_and_lm_eval_holdout_land_in_the_table(tiny_cfg, tmp_p
     bpb = metrics[metrics.metric == "lm_eval/bits_per_byte"]
     assert len(bpb) == 3 * 2 and bpb.value.gt(0).all()
     assert (run_dir / "lm_eval_tasks" / "continual_prose.yaml").is_file()
+
+
+def test_wandb_logger_runs_offline_inside_the_run_dir(tiny_cfg, tmp_path: Path, monkeypatch):
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "tracked"
+    run_experiment(tiny_cfg("logger=wandb"), run_dir)
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    import wandb
+
+    wandb.teardown()
