@@ -115,6 +115,19 @@ def _quantization(cfg: DictConfig, dtype: torch.dtype) -> Any:
     )
 
 
+def _keep_4bit_trainable_on_cpu(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a ``Linear4bit`` weight the first time
+    it runs in eval mode and from then on multiplies with a kernel that has no autograd support,
+    so any later training step would back-propagate wrong (missing) gradients through the base
+    layers. We evaluate before, between and after training stages, so the repacking is disabled.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_model(cfg: DictConfig, cache_dir: Path) -> LoadedModel:
     """Load ``cfg`` (a model config group entry) frozen, in eval mode, on its device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -160,6 +173,8 @@ def load_model(cfg: DictConfig, cache_dir: Path) -> LoadedModel:
         ) from exc
     if quant is None:
         model.to(device)
+    else:
+        _keep_4bit_trainable_on_cpu(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
