@@ -328,7 +328,36 @@ def summarise(
         }  # fmt: skip
         for key, value in summary.items()
     ]
+    extra += retention_rows(cfg, ids, pd.DataFrame(rows), matrix)
     return pd.DataFrame(rows + extra), matrix, clm.forgetting_table(matrix, order), summary
+
+
+def retention_rows(
+    cfg: DictConfig, ids: dict[str, Any], table: pd.DataFrame, matrix: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """General capability after every stage, relative to the base (stage 0), in %:
+    ``retention_pct`` of the general holdout loss (positive = worse) and
+    ``lm_eval_retention_pct/<metric>`` of each extra lm-eval task (same sign as its metric)."""
+    order = list(cfg.sequence.order)
+    trained = {0: "base", **{i + 1: d for i, d in enumerate(order)}}
+    out = []
+    general = cfg.eval.get("general_domain")
+    if general and general in matrix.columns:
+        for stage, value in clm.general_retention_pct(matrix, general).items():
+            out.append({**ids, "stage": int(stage), "stage_domain": trained[int(stage)],
+                        "eval_domain": general, "metric": "retention_pct",
+                        "value": float(value)})  # fmt: skip
+    tasks = table[table["eval_domain"].isin(list(cfg.eval.lm_eval_tasks or []))]
+    for (task, metric), group in tasks.groupby(["eval_domain", "metric"]):
+        base = group.loc[group["stage"] == 0, "value"]
+        if base.empty or base.iloc[0] == 0:
+            continue
+        for stage, value in zip(group["stage"], group["value"], strict=True):
+            change = 100.0 * (value - base.iloc[0]) / abs(base.iloc[0])
+            name = f"lm_eval_retention_pct/{metric.split('/')[-1]}"
+            out.append({**ids, "stage": int(stage), "stage_domain": trained[int(stage)],
+                        "eval_domain": task, "metric": name, "value": float(change)})  # fmt: skip
+    return out
 
 
 def print_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:

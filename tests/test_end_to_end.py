@@ -129,3 +129,15 @@ def test_wandb_logger_runs_offline_inside_the_run_dir(tiny_cfg, tmp_path: Path, 
     import wandb
 
     wandb.teardown()
+
+
+def test_extra_lm_eval_task_is_reported_as_retention_after_every_stage(tiny_cfg, tmp_path):
+    # the run's own holdout task stands in for any lm-eval task given by name
+    cfg = tiny_cfg("eval.lm_eval_tasks=[continual_prose]", "eval.lm_eval_limit=4")
+    metrics = run_experiment(cfg, tmp_path / "retention")
+    task = metrics[metrics.eval_domain == "continual_prose"]
+    bpb = task[task.metric == "lm_eval/bits_per_byte"].set_index("stage").value
+    retention = task[task.metric == "lm_eval_retention_pct/bits_per_byte"].set_index("stage").value
+    assert sorted(bpb.index) == sorted(retention.index) == [0, 1, 2]
+    assert retention[0] == 0.0
+    assert retention[2] == pytest.approx(100 * (bpb[2] - bpb[0]) / bpb[0])
