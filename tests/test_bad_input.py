@@ -110,3 +110,27 @@ def test_missing_hub_model_is_a_clear_error(tmp_path: Path, monkeypatch) -> None
 
     with pytest.raises(ModelError, match="name_or_path"):
         load_model(cfg.model, tmp_path)
+
+
+def test_pickle_weights_need_an_explicit_opt_in(tmp_path: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from continual.models.loading import byte_tokenizer, load_model
+
+    pickled = tmp_path / "pickled-model"
+    config = LlamaConfig(vocab_size=257, hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(pickled)
+    (pickled / "model.safetensors").unlink()  # keep only a pickled checkpoint
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    byte_tokenizer().save_pretrained(pickled)
+    assert not list(pickled.glob("*.safetensors"))
+    cfg = compose_config(["+sequence=med_code", "model=smollm2_135m_hub"])
+    with open_dict(cfg):
+        cfg.model.name_or_path = str(pickled)
+    with pytest.raises(ModelError):
+        load_model(cfg.model, tmp_path / "cache")
+    cfg.model.allow_pickle_weights = True
+    assert load_model(cfg.model, tmp_path / "cache").model.config.hidden_size == 16
