@@ -119,8 +119,8 @@ def test_pickle_weights_need_an_explicit_opt_in(tmp_path: Path) -> None:
     from continual.models.loading import byte_tokenizer, load_model
 
     pickled = tmp_path / "pickled-model"
-    config = LlamaConfig(vocab_size=257, hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    sizes = dict(hidden_size=16, intermediate_size=32, num_attention_heads=2)
+    config = LlamaConfig(vocab_size=257, num_hidden_layers=1, num_key_value_heads=1, **sizes)
     model = LlamaForCausalLM(config)
     model.save_pretrained(pickled)
     (pickled / "model.safetensors").unlink()  # keep only a pickled checkpoint
