@@ -319,7 +319,8 @@ def test_report_on_a_real_tiny_sweep(local_domains: dict[str, Path], tmp_path: P
         "domain@domains.code=local_jsonl", f"domains.code.params.path={local_domains['code']}",
         "domains.med.holdout_documents=8", "domains.code.holdout_documents=8",
         "train.steps=3", "train.batch_size=2", "train.block_len=32", "eval.holdout_blocks=2",
-        "eval.batch_size=2", f"cache_dir={tmp_path / 'cache'}", "method=lora,crma", "seed=0,1",
+        "eval.batch_size=2", "eval.prompted_context_tokens=32", "logger=none",
+        f"cache_dir={tmp_path / 'cache'}", "method=lora,crma", "seed=0,1",
         f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
