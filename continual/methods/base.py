@@ -7,7 +7,8 @@ model that a protocol deploys for d (for example adapter i for domain i).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class Method:
 
     def serving(self, domain: str) -> AbstractContextManager[None]:
         """Context in which the model answers for ``domain``."""
-        return _nothing()
+        return contextlib.nullcontext()
 
     def save(self, directory: Path) -> None:
         """Write the trainable state (safetensors + config) after a stage."""
@@ -80,12 +81,3 @@ class Method:
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for g in self.param_groups(1.0) for p in g["params"])
-
-
-class _nothing(AbstractContextManager[None]):
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def iter_named_trainable(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
-    return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
