@@ -309,10 +309,11 @@ def summarise(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Append the chain's summary metrics (at the last stage) to the rows; build the tables."""
     order = list(cfg.sequence.order)
-    matrix = loss_matrix(pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    matrix = loss_matrix(table)
     matrix = matrix[order + [d for d in matrix.columns if d not in order]]
     summary = clm.summary_metrics(matrix, order, general=cfg.eval.get("general_domain"))
-    prompted = loss_matrix(pd.DataFrame(rows), metric="prompted_nll")
+    prompted = loss_matrix(table, metric="prompted_nll")
     for domain in prompted.columns:  # < 0: fine-tuning beat prompting the base model
         trained_at = order.index(domain) + 1
         gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
@@ -328,7 +329,7 @@ def summarise(
         }  # fmt: skip
         for key, value in summary.items()
     ]
-    extra += retention_rows(cfg, ids, pd.DataFrame(rows), matrix)
+    extra += retention_rows(cfg, ids, table, matrix)
     return pd.DataFrame(rows + extra), matrix, clm.forgetting_table(matrix, order), summary
 
 
