@@ -353,7 +353,8 @@ def mean_matrix(metrics: pd.DataFrame, method: str) -> tuple[pd.DataFrame, pd.Da
 def _summary_names() -> set[str]:
     """Base names of the scalar metrics that :func:`continual.metrics.summary_metrics` writes."""
     probe = clm.loss_matrix(np.ones((3, 3)), ["a", "b", "g"])
-    return {k.split("/")[0] for k in clm.summary_metrics(probe, ["a", "b"], general="g")}
+    names = {k.split("/")[0] for k in clm.summary_metrics(probe, ["a", "b"], general="g")}
+    return names | {"finetune_minus_prompted_nll"}  # appended by continual.experiment.summarise
 
 
 def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,9 @@ Writes into ``--out`` (default ``<dir>/report``):
 * ``summary.csv``: per method x final-stage scalar metric (``avg_forgetting_pct``, ``bwt``,
   ``forgetting_pct/<domain>``, ``crma_*`` ...): n, mean, sd, ci_low, ci_high over seeds
   (:func:`continual.stats.summarize_runs`);
-* ``report.md``: runs found, mean loss matrices, forgetting/drift, gradient stability, paired
+* ``report.md``: runs found, mean loss matrices, forgetting/drift, summary metrics, and where
+  the runs measured them fine-tuning vs the prompted base, general-capability retention and
+  lm-eval bits per byte per stage (:mod:`continual.eval_tables`); gradient stability, paired
   differences between methods, and the vendor-reported numbers for side-by-side reading;
 * ``forgetting_curves.png``, ``heatmaps.png`` and (when train logs exist) ``grad_norms.png``.
 
@@ -27,6 +29,7 @@ import pandas as pd
 import yaml
 
 from continual import analysis as an
+from continual import eval_tables as et
 from continual.errors import ContinualError
 from continual.stats import summarize_runs
 
@@ -96,7 +99,8 @@ def _digits(metric: str) -> int:
 
 
 SETTINGS = ["model.name", "train.steps", "train.batch_size", "train.block_len", "train.lr",
-            "train.max_grad_norm", "eval.holdout_blocks"]  # fmt: skip
+            "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
+            "eval.prompted_context_tokens", "eval.lm_eval_limit"]  # fmt: skip
 
 
 def _settings(run_dirs: list[str]) -> str:
@@ -243,6 +247,112 @@ def _summary_section(summary: pd.DataFrame) -> str:
     ])  # fmt: skip
 
 
+def _verdict(low: float, high: float, mean: float) -> str:
+    """Reading of a (fine-tuned - prompted) difference from its 95% CI."""
+    if math.isnan(low):
+        return "fine-tuning lower (1 seed)" if mean < 0 else "prompting lower (1 seed)"
+    if high < 0:
+        return "fine-tuning beat prompting"
+    if low > 0:
+        return "prompting beat fine-tuning"
+    return "no clear difference (CI spans 0)"
+
+
+def _prompted_section(metrics: pd.DataFrame) -> str | None:
+    table = et.prompted_summary(metrics)
+    if table.empty:
+        return None
+    rows = []
+    for (method, domain), g in table.groupby(["method", "domain"], sort=False):
+        by = g.set_index("metric")
+        cell = {m: _pm(by.at[m, "mean"], by.at[m, "sd"]) for m in et.PROMPTED_METRICS}
+        gap = by.loc["finetuned_minus_prompted"]
+        rows.append((
+            method, domain, int(gap["n"]), cell["base_nll"], cell["prompted_nll"],
+            cell["finetuned_nll"], cell["final_nll"], cell["finetuned_minus_prompted"],
+            _ci(gap["ci_low"], gap["ci_high"]), cell["final_minus_prompted"],
+            _verdict(gap["ci_low"], gap["ci_high"], gap["mean"]),
+        ))  # fmt: skip
+    header = ["method", "domain", "n", "base", "prompted base", "fine-tuned (own stage)", "final",
+              "fine-tuned - prompted", "95% CI", "final - prompted", "reading"]  # fmt: skip
+    return "\n".join([
+        "## Fine-tuning vs prompting the base model",
+        "",
+        "Holdout loss (nats/token, mean ± SD over seeds) of the base model as is, the base model "
+        "with `eval.prompted_k` training passages of the domain in its context (context tokens "
+        "not scored), the model right after the domain's own stage, and after the last stage. "
+        "Differences < 0: the fine-tuned model beat prompting; the reading uses the 95% "
+        "Student-t CI of the paired (per-seed) difference.",
+        "",
+        md_table(header, rows),
+    ])  # fmt: skip
+
+
+def _retention_section(metrics: pd.DataFrame) -> str | None:
+    table = et.retention_summary(metrics)
+    if table.empty:
+        return None
+    labels = an.stage_labels(metrics)
+    rows = [
+        (r.method, r.eval_domain, labels.get(int(r.stage), str(r.stage)), r.metric, r.n,
+         _pm(r.mean, r.sd, _digits(r.metric)), _ci(r.ci_low, r.ci_high, _digits(r.metric)))
+        for r in table.itertuples(index=False)
+    ]  # fmt: skip
+    return "\n".join([
+        "## General-capability retention",
+        "",
+        "The general holdout (never trained on) after every stage: its loss (`holdout_nll`, "
+        "nats) and `retention_pct` = 100 (L[k][g] - L[0][g]) / L[0][g] (positive = worse than "
+        "the base); `lm_eval_retention_pct/<metric>` is the same change for each extra lm-eval "
+        "task (`eval.lm_eval_tasks`, same sign as the metric). Mean ± SD over seeds.",
+        "",
+        md_table(["method", "domain / task", "after", "metric", "n", "mean ± SD", "95% CI"], rows),
+    ])  # fmt: skip
+
+
+def _lm_eval_section(metrics: pd.DataFrame) -> str | None:
+    matrix = et.metric_matrix_summary(metrics, et.LM_EVAL_BPB)
+    if matrix.empty:
+        return None
+    labels = an.stage_labels(metrics)
+    out = [
+        "## lm-eval holdout perplexity (bits per byte)",
+        "",
+        "Each domain's holdout documents, whole, scored by lm-eval (`loglikelihood_rolling`, "
+        "`eval.lm_eval_holdout=true`; the first `eval.lm_eval_limit` documents in split order) "
+        "on the in-memory model after every stage: an independent check of the loss matrix "
+        "above on different units and text spans. Mean ± SD over seeds.",
+    ]
+    for method, g in matrix.groupby("method", sort=False):
+        mean = g.pivot(index="stage", columns="eval_domain", values="mean")
+        sd = g.pivot(index="stage", columns="eval_domain", values="sd")
+        cols = [d for d in an.domain_order(metrics) if d in mean.columns]
+        rows = [
+            [labels.get(int(k), str(k))] + [_pm(mean.at[k, c], sd.at[k, c], 4) for c in cols]
+            for k in mean.index
+        ]
+        out += ["", f"### {method} (n={int(g['n'].max())})", "", md_table(["stage", *cols], rows)]
+    forgetting = et.metric_forgetting_summary(metrics, et.LM_EVAL_BPB)
+    header = ["method", "domain", "n", "% (mean ± SD)", "% 95% CI", "delta bits/byte (mean ± SD)",
+              "delta 95% CI"]  # fmt: skip
+    if not forgetting.empty:
+        rows = []
+        for (method, domain), g in forgetting.groupby(["method", "domain"], sort=False):
+            by = g.set_index("metric")
+            pct, delta = by.loc["forgetting_pct"], by.loc["delta"]
+            rows.append((method, domain, int(pct["n"]), _pm(pct["mean"], pct["sd"], 2),
+                         _ci(pct["ci_low"], pct["ci_high"], 2), _pm(delta["mean"], delta["sd"], 4),
+                         _ci(delta["ci_low"], delta["ci_high"], 4)))  # fmt: skip
+        out += [
+            "",
+            "Forgetting in bits per byte (same definition as for the loss: last stage vs right "
+            "after the domain's own stage; positive = worse):",
+            "",
+            md_table(header, rows),
+        ]
+    return "\n".join(out)
+
+
 def _gradient_section(metrics: pd.DataFrame) -> str:
     grad = an.gradient_summary(metrics)
     out = [
@@ -364,6 +474,8 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         plt.close(fig)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    depth = [_prompted_section(metrics), _retention_section(metrics), _lm_eval_section(metrics)]
+    depth = [section for section in depth if section]
     sections = [
         f"# Continual-learning report\n\nSource: `{root}` (generated {stamp} by "
         "`python -m continual.report`). Losses are holdout mean token NLL in nats.",
@@ -371,6 +483,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         _matrix_section(metrics),
         _forgetting_section(metrics),
         _summary_section(summary),
+        *depth,
         _gradient_section(metrics),
         _paired_section(metrics),
         _published_section(),
