@@ -208,7 +208,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         from continual.lm_eval_bridge import write_holdout_tasks
 
         tasks_dir = run_dir / "lm_eval_tasks"
-        write_holdout_tasks(data, tasks_dir)
+        unit = cfg.eval.get("lm_eval_unit", "documents")
+        write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=loaded.tokenizer)
     logger = build_logger(cfg, run_dir, ids)
     logger.start(resolved)
     try:

@@ -100,7 +100,7 @@ def _digits(metric: str) -> int:
 
 SETTINGS = ["model.name", "train.steps", "train.batch_size", "train.block_len", "train.lr",
             "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
-            "eval.prompted_context_tokens", "eval.lm_eval_limit"]  # fmt: skip
+            "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit"]  # fmt: skip
 
 
 def _settings(run_dirs: list[str]) -> str:
@@ -318,10 +318,11 @@ def _lm_eval_section(metrics: pd.DataFrame) -> str | None:
     out = [
         "## lm-eval holdout perplexity (bits per byte)",
         "",
-        "Each domain's holdout documents, whole, scored by lm-eval (`loglikelihood_rolling`, "
-        "`eval.lm_eval_holdout=true`; the first `eval.lm_eval_limit` documents in split order) "
-        "on the in-memory model after every stage: an independent check of the loss matrix "
-        "above on different units and text spans. Mean ± SD over seeds.",
+        "Each domain's holdout scored by lm-eval (`loglikelihood_rolling` on the in-memory "
+        "model, `eval.lm_eval_holdout=true`) after every stage: with `eval.lm_eval_unit=blocks` "
+        "the blocks our loss scores (a check of the loss matrix above through lm-eval's code "
+        "and units), with `documents` the whole holdout documents (the first "
+        "`eval.lm_eval_limit` in split order). Mean ± SD over seeds.",
     ]
     for method, g in matrix.groupby("method", sort=False):
         mean = g.pivot(index="stage", columns="eval_domain", values="mean")

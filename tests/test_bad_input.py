@@ -62,6 +62,7 @@ def test_repeated_domain(tiny_cfg, tmp_path: Path) -> None:
         ("train.lr=-1e-3", "train.lr"),
         ("train.warmup_steps=50", "warmup"),
         ("method.lora.r=0", "method.lora.r"),
+        ("eval.lm_eval_unit=pages", "eval.lm_eval_unit"),
     ],  # fmt: skip
 )
 def test_impossible_hyperparameters(tiny_cfg, tmp_path: Path, override: str, needle: str) -> None:

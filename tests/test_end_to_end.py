@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -115,6 +116,26 @@ def test_prompted_baseline_and_lm_eval_holdout_land_in_the_table(tiny_cfg, tmp_p
     bpb = metrics[metrics.metric == "lm_eval/bits_per_byte"]
     assert len(bpb) == 3 * 2 and bpb.value.gt(0).all()
     assert (run_dir / "lm_eval_tasks" / "continual_prose.yaml").is_file()
+
+
+def test_lm_eval_on_holdout_blocks_tracks_our_holdout_loss(tiny_cfg, tmp_path: Path) -> None:
+    # unit=blocks: lm-eval scores the very blocks our loss scores (one document per block), so
+    # after every stage the two agree once nats/token are converted to bits/byte
+    run_dir = tmp_path / "blocks"
+    cfg = tiny_cfg("eval.lm_eval_holdout=true", "eval.lm_eval_unit=blocks", "eval.prompted_k=0")
+    metrics = run_experiment(cfg, run_dir)
+    table = metrics.pivot_table(index=["stage", "eval_domain"], columns="metric", values="value")
+    table = table.dropna(subset=["lm_eval/bits_per_byte"]).reset_index()
+    assert len(table) == 3 * 2  # base + 2 stages, prose and code
+    for domain in ("prose", "code"):
+        lines = (run_dir / "lm_eval_tasks" / f"continual_{domain}.jsonl").read_text().splitlines()
+        assert len(lines) == cfg.eval.holdout_blocks
+        n_bytes = sum(len(json.loads(line)["text"].encode()) for line in lines)
+        n_tokens = cfg.eval.holdout_blocks * cfg.train.block_len
+        rows = table[table["eval_domain"] == domain]
+        ours = rows["holdout_nll"] * n_tokens / (math.log(2) * n_bytes)
+        # lm-eval also scores each block's first token (from a prefix token): within 2%
+        assert (rows["lm_eval/bits_per_byte"] / ours).sub(1).abs().max() < 0.02
 
 
 def test_wandb_logger_runs_offline_inside_the_run_dir(tiny_cfg, tmp_path: Path, monkeypatch):
