@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from continual import metrics as clm
 from continual.config import validate_config
 from continual.data.pipeline import DomainData, build_domain
-from continual.errors import ConfigError
+from continual.errors import ConfigError, ContinualError
 from continual.evaluate import holdout_nll
 from continual.loggers import RunLogger, build_logger
 from continual.methods import build_method
@@ -100,6 +100,29 @@ def evaluate_all(
     for key, value in method.diagnostics().items():
         values[("all", key)] = value
     return values
+
+
+def _lm_eval_tasks(
+    cfg: DictConfig, data: dict[str, DomainData], tokenizer: Any, run_dir: Path, fresh: bool
+) -> Path | None:
+    """Write the holdout lm-eval tasks into ``run_dir/lm_eval_tasks`` and build every
+    configured task once, so that an unknown task or missing dataset fails before any model
+    work (a fresh run then leaves nothing behind)."""
+    if not (cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks):
+        return None
+    from continual.lm_eval_bridge import check_tasks, write_holdout_tasks
+
+    tasks_dir = run_dir / "lm_eval_tasks"
+    unit = cfg.eval.get("lm_eval_unit", "documents")
+    names = write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=tokenizer)
+    try:
+        own = names if cfg.eval.lm_eval_holdout else []
+        check_tasks([*own, *(cfg.eval.lm_eval_tasks or [])], tasks_dir)
+    except ContinualError:
+        if fresh:
+            shutil.rmtree(tasks_dir, ignore_errors=True)
+        raise
+    return tasks_dir
 
 
 def _lm_eval(
@@ -195,6 +218,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
         "model": cfg.model.name, "seed": int(cfg.seed),
     }  # fmt: skip
+    tasks_dir = _lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     info = {
         "status": "running", "ids": ids, "git_sha": git_sha(PROJECT_ROOT),
@@ -203,13 +227,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
-    tasks_dir = None
-    if cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks:
-        from continual.lm_eval_bridge import write_holdout_tasks
-
-        tasks_dir = run_dir / "lm_eval_tasks"
-        unit = cfg.eval.get("lm_eval_unit", "documents")
-        write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=loaded.tokenizer)
     logger = build_logger(cfg, run_dir, ids)
     logger.start(resolved)
     try:

@@ -327,6 +327,15 @@ def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def check_tasks(
+    tasks: Sequence[str], include_path: Path | None, *, offline: bool | None = None
+) -> None:
+    """Build every task (loading its dataset) without a model: the ConfigError / DataError
+    that :func:`evaluate_tasks` would raise, before any model work (arguments as there)."""
+    with _hf_offline(offline), _keep_global_rngs():
+        _load_tasks(_route_tasks(include_path, list(tasks)), _is_offline(offline))
+
+
 def evaluate_tasks(
     model: Any,
     tokenizer: Any,
@@ -403,6 +412,7 @@ def evaluate_tasks(
 __all__ = [
     "METRICS",
     "bits_per_byte",
+    "check_tasks",
     "evaluate_tasks",
     "nll_to_bits_per_byte",
     "write_holdout_tasks",

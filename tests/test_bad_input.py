@@ -8,6 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 
+from continual import experiment
 from continual.errors import ConfigError, DataError, ModelError
 from continual.experiment import run_experiment
 from continual.models import embedded
@@ -93,6 +94,21 @@ def test_too_few_documents_for_holdout(tiny_cfg, tmp_path: Path) -> None:
     with open_dict(cfg):
         cfg.domains.prose.holdout_documents = 500
     _run_fails(cfg, tmp_path, DataError, "holdout")
+
+
+def test_lm_eval_task_without_its_dataset_fails_before_any_evaluation(
+    tiny_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    # offline with an empty datasets cache: the bundled arc_easy task cannot load its data
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+
+    def no_eval(*_args, **_kwargs):
+        raise AssertionError("the model was evaluated before the task check")
+
+    monkeypatch.setattr(experiment, "holdout_nll", no_eval)
+    cfg = tiny_cfg("eval.lm_eval_tasks=[arc_easy]", "eval.lm_eval_holdout=true")
+    _run_fails(cfg, tmp_path, DataError, "arc_easy", "ai2_arc", "internet")
 
 
 def test_missing_embedded_package_prints_the_fix(tmp_path: Path, monkeypatch) -> None:
