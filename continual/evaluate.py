@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 
@@ -24,12 +23,12 @@ def holdout_nll(
     total, count = 0.0, 0
     for start in tqdm(range(0, len(blocks), batch_size), desc=desc, leave=False, unit="batch"):
         ids = blocks[start : start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
         targets = ids[:, 1:]
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
-        )
-        total += float(loss)
+        # -log softmax(logits)[target] = logsumexp(logits) - logits[target]: the same
+        # cross-entropy without writing a (batch x length x vocab) log-prob tensor
+        target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        total += float((torch.logsumexp(logits, dim=-1) - target_logits).sum())
         count += targets.numel()
     model.train(was_training)
     return total / count, count
