@@ -34,7 +34,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from continual import metrics as clm
 from continual.errors import ContinualError
-from continual.results import TIDY_COLUMNS, loss_matrix
+from continual.results import PROMPTED_GAP, TIDY_COLUMNS, loss_matrix
 from continual.stats import paired_difference, summarize_runs
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "load_train_logs",
     "loss_matrices",
     "mean_matrix",
+    "stage_summary",
     "method_order",
     "paired_differences",
     "plot_forgetting_curves",
@@ -327,21 +328,27 @@ def loss_matrices(metrics: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
     return {k: out[k] for k in sorted(out, key=lambda k: (rank.index(k[0]), k[1]))}
 
 
-def _holdout_summary(metrics: pd.DataFrame) -> pd.DataFrame:
-    """n, mean, sd, ci of the holdout NLL per (method, stage, eval_domain) over seeds."""
-    _check_unique(metrics)
-    rows = metrics[metrics["metric"] == "holdout_nll"]
+def stage_summary(metrics: pd.DataFrame, metric: str = "holdout_nll") -> pd.DataFrame:
+    """n, mean, sd, ci of a per-stage metric per (method, stage, eval_domain) over seeds.
+
+    A (method, stage, eval_domain, seed) seen twice raises ValueError (see summarize_runs)."""
+    rows = metrics[metrics["metric"] == metric]
     return summarize_runs(rows, by=["method", "stage", "eval_domain"])
 
 
-def mean_matrix(metrics: pd.DataFrame, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and sample SD over seeds of one method's loss matrix (stage x domain, nats).
+def mean_matrix(
+    metrics: pd.DataFrame, method: str, metric: str = "holdout_nll"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and sample SD over seeds of one method's stage x domain matrix of ``metric`` (the
+    loss matrix in nats by default).
 
     Computed with :func:`continual.stats.summarize_runs`; the SD is NaN with a single seed.
     """
-    summary = _holdout_summary(metrics[metrics["method"] == method])
+    runs = metrics[metrics["method"] == method]
+    _check_unique(runs)
+    summary = stage_summary(runs, metric)
     if summary.empty:
-        raise ValueError(f"no holdout_nll rows for method {method!r}")
+        raise ValueError(f"no {metric} rows for method {method!r}")
     cols = [d for d in domain_order(metrics) if d in set(summary["eval_domain"])]
     mean = summary.pivot(index="stage", columns="eval_domain", values="mean")
     sd = summary.pivot(index="stage", columns="eval_domain", values="sd")
@@ -354,7 +361,7 @@ def _summary_names() -> set[str]:
     """Base names of the scalar metrics that :func:`continual.metrics.summary_metrics` writes."""
     probe = clm.loss_matrix(np.ones((3, 3)), ["a", "b", "g"])
     names = {k.split("/")[0] for k in clm.summary_metrics(probe, ["a", "b"], general="g")}
-    return names | {"finetune_minus_prompted_nll"}  # appended by continual.experiment.summarise
+    return names | {PROMPTED_GAP}  # appended by continual.experiment.summarise
 
 
 def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -514,7 +521,8 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
     One line per method (mean over seeds, shaded band = ± sample SD); x = stage, labelled with
     the domain trained ("base", "after med", ...); the dotted line marks the domain's own stage.
     """
-    summary = _holdout_summary(metrics)
+    _check_unique(metrics)
+    summary = stage_summary(metrics)
     domains, labels = domain_order(metrics), stage_labels(metrics)
     methods, n_seeds = method_order(metrics), _seed_counts(metrics)
     colors, styles = _colors(methods), _styles(methods)

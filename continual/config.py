@@ -65,8 +65,10 @@ def validate_config(cfg: DictConfig) -> list[str]:
         )
     if train.max_grad_norm is not None and train.max_grad_norm < 0:
         raise ConfigError("train.max_grad_norm must be >= 0 (0 disables clipping).")
+    from continual.lm_eval_bridge import UNITS
+
     unit = cfg.eval.get("lm_eval_unit", "documents")
-    if unit not in ("documents", "blocks"):
+    if unit not in UNITS:
         raise ConfigError(
             f"eval.lm_eval_unit={unit!r} is unknown; use documents (whole holdout documents) or "
             "blocks (the holdout blocks our loss scores)."

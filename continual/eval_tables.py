@@ -17,7 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from continual import metrics as clm
-from continual.analysis import method_order, trained_order
+from continual.analysis import method_order, stage_summary, trained_order
 from continual.results import loss_matrix
 from continual.stats import summarize_runs
 
@@ -93,13 +93,9 @@ def retention_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_matrix_summary(metrics: pd.DataFrame, metric: str = LM_EVAL_BPB) -> pd.DataFrame:
-    """Stage x domain values of ``metric`` over seeds. Columns: method, stage, eval_domain,
-    metric, n, mean, sd, ci_low, ci_high."""
-    rows = [
-        (r.method, r.seed, int(r.stage), r.eval_domain, r.metric, float(r.value))
-        for r in metrics[metrics["metric"] == metric].itertuples(index=False)
-    ]
-    return _summarise(rows, ["method", "stage", "eval_domain"])
+    """Stage x domain values of ``metric`` over seeds (:func:`continual.analysis.stage_summary`).
+    Columns: method, stage, eval_domain, metric, n, mean, sd, ci_low, ci_high."""
+    return stage_summary(metrics, metric)
 
 
 def metric_forgetting_summary(metrics: pd.DataFrame, metric: str = LM_EVAL_BPB) -> pd.DataFrame:

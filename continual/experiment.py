@@ -31,6 +31,7 @@ from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
 from continual.results import (
+    PROMPTED_GAP,
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
@@ -335,7 +336,7 @@ def summarise(
     for domain in prompted.columns:  # < 0: fine-tuning beat prompting the base model
         trained_at = order.index(domain) + 1
         gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
-        summary[f"finetune_minus_prompted_nll/{domain}"] = float(gap)
+        summary[f"{PROMPTED_GAP}/{domain}"] = float(gap)
     extra = [
         {
             **ids,

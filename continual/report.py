@@ -166,6 +166,18 @@ def _runs_section(
     return "\n".join(out)
 
 
+def _stage_table(
+    mean: pd.DataFrame, sd: pd.DataFrame, labels: dict[int, str], digits: int = 3
+) -> str:
+    """A stage x domain table of mean ± SD cells, rows labelled "base", "after <domain>"."""
+    rows = [
+        [labels.get(int(k), str(k))]
+        + [_pm(mean.at[k, c], sd.at[k, c], digits) for c in mean.columns]
+        for k in mean.index
+    ]
+    return md_table(["stage", *mean.columns], rows)
+
+
 def _matrix_section(metrics: pd.DataFrame) -> str:
     labels = an.stage_labels(metrics)
     seeds = metrics.groupby("method")["seed"].unique()
@@ -179,11 +191,7 @@ def _matrix_section(metrics: pd.DataFrame) -> str:
         mean, sd = an.mean_matrix(metrics, method)
         s = sorted(int(x) for x in seeds[method])
         out += ["", f"### {method} (n={len(s)}; seeds {', '.join(map(str, s))})", ""]
-        rows = [
-            [labels.get(int(k), str(k))] + [_pm(mean.at[k, c], sd.at[k, c]) for c in mean.columns]
-            for k in mean.index
-        ]
-        out.append(md_table(["stage", *mean.columns], rows))
+        out.append(_stage_table(mean, sd, labels))
     return "\n".join(out)
 
 
@@ -311,8 +319,8 @@ def _retention_section(metrics: pd.DataFrame) -> str | None:
 
 
 def _lm_eval_section(metrics: pd.DataFrame) -> str | None:
-    matrix = et.metric_matrix_summary(metrics, et.LM_EVAL_BPB)
-    if matrix.empty:
+    methods = set(metrics.loc[metrics["metric"] == et.LM_EVAL_BPB, "method"])
+    if not methods:
         return None
     labels = an.stage_labels(metrics)
     out = [
@@ -324,15 +332,10 @@ def _lm_eval_section(metrics: pd.DataFrame) -> str | None:
         "and units), with `documents` the whole holdout documents (the first "
         "`eval.lm_eval_limit` in split order). Mean ± SD over seeds.",
     ]
-    for method, g in matrix.groupby("method", sort=False):
-        mean = g.pivot(index="stage", columns="eval_domain", values="mean")
-        sd = g.pivot(index="stage", columns="eval_domain", values="sd")
-        cols = [d for d in an.domain_order(metrics) if d in mean.columns]
-        rows = [
-            [labels.get(int(k), str(k))] + [_pm(mean.at[k, c], sd.at[k, c], 4) for c in cols]
-            for k in mean.index
-        ]
-        out += ["", f"### {method} (n={int(g['n'].max())})", "", md_table(["stage", *cols], rows)]
+    for method in [m for m in an.method_order(metrics) if m in methods]:
+        mean, sd = an.mean_matrix(metrics, method, et.LM_EVAL_BPB)
+        n = int(metrics[metrics["method"] == method]["seed"].nunique())
+        out += ["", f"### {method} (n={n})", "", _stage_table(mean, sd, labels, digits=4)]
     forgetting = et.metric_forgetting_summary(metrics, et.LM_EVAL_BPB)
     header = ["method", "domain", "n", "% (mean ± SD)", "% 95% CI", "delta bits/byte (mean ± SD)",
               "delta 95% CI"]  # fmt: skip

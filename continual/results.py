@@ -22,6 +22,8 @@ TIDY_COLUMNS = [
 ]  # fmt: skip
 PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "hydra-core", "omegaconf",
             "wandb", "lm_eval", "pandas", "numpy", "datasets"]  # fmt: skip
+# summary metric per trained domain: L[s(d)][d] - prompted base NLL (< 0: fine-tuning won)
+PROMPTED_GAP = "finetune_minus_prompted_nll"
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 
