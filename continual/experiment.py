@@ -35,7 +35,7 @@ from continual.results import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
-    git_sha,
+    git_state,
     loss_matrix,
     machine_info,
     package_versions,
@@ -221,10 +221,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     }  # fmt: skip
     tasks_dir = _lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    sha, dirty = git_state(PROJECT_ROOT)
     info = {
-        "status": "running", "ids": ids, "git_sha": git_sha(PROJECT_ROOT),
+        "status": "running", "ids": ids, "git_sha": sha, "git_dirty": dirty,
         "packages": package_versions(), "machine": machine_info(), "model": loaded.identity,
-        "trainable_parameters": method.trainable_parameters(),
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
@@ -278,6 +278,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         raise
     info.update(
         status="complete",
+        trainable_parameters={  # per stage: what that stage's optimizer updated
+            f"stage{r['stage']}_{r['stage_domain']}": int(r["value"])
+            for r in rows
+            if r["metric"] == "trainable_parameters"
+        },
         wall_seconds=round(time.perf_counter() - started, 1),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
@@ -299,6 +304,7 @@ def run_stage(
     seed_everything(seed)
     method.before_stage(stage, domain)
     groups = method.param_groups(float(cfg.train.lr))
+    trainable = sum(p.numel() for group in groups for p in group["params"])
     records = train_stage(
         model, groups, data[domain].train_blocks, cfg.train, device,
         torch.Generator().manual_seed(seed), desc=label,
@@ -311,6 +317,7 @@ def run_stage(
     for key, value in clm.gradient_stability([r.grad_norm for r in records]).items():
         values[(domain, f"grad_norm_{key}")] = value
     values[(domain, "train_loss_final")] = records[-1].loss
+    values[(domain, "trainable_parameters")] = trainable
     values[(domain, "stage_seconds")] = time.perf_counter() - t0
     offset = (stage - 1) * int(cfg.train.steps)
     steps = [

@@ -62,19 +62,21 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-def git_sha(cwd: Path) -> str | None:
+def git_state(cwd: Path) -> tuple[str | None, bool | None]:
+    """``(commit SHA, whether tracked or untracked files differ from it)``; ``(None, None)``
+    outside a git checkout."""
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
         )
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True
-    )
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return None, None
+    return head.stdout.strip(), bool(status.stdout.strip())
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:

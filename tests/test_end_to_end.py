@@ -26,7 +26,9 @@ def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> 
     assert info["status"] == "complete"
     assert info["model"]["name"] == "tiny_random"
     assert info["packages"]["torch"] and info["packages"]["peft"]
-    assert info["trainable_parameters"] > 0
+    counts = info["trainable_parameters"]
+    assert list(counts) == ["stage1_prose", "stage2_code"]
+    assert counts["stage1_prose"] == counts["stage2_code"] > 0  # one LoRA through both stages
 
     table = pd.read_csv(run_dir / "metrics.csv")
     assert list(table.columns) == TIDY_COLUMNS

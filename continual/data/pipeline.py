@@ -22,10 +22,13 @@ import numpy as np
 import torch
 
 from continual.data.documents import Document
+from continual.data.overlap import leakage_safe_holdout, overlap_fractions
 from continual.data.sources import load_documents, to_plain
 from continual.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
+# Most of a holdout document's word 13-grams that may occur in the domain's training documents.
+DEFAULT_MAX_OVERLAP = 0.2
 
 
 @dataclass
@@ -372,7 +375,10 @@ def build_domain(
             (bool: evaluation-only domain: nothing is trained on, the first
             ``holdout_documents`` documents of the hash ranking, or all kept documents when it
             is null, form the holdout), and optionally ``split_salt`` (default: ``name``) and
-            ``near_dedup_threshold`` (default 0.8).
+            ``near_dedup_threshold`` (default 0.8), and ``max_holdout_overlap`` (default 0.2:
+            a holdout document may share at most this fraction of its distinct word 13-grams
+            with the training documents; documents over it stay on the training side, see
+            :func:`continual.data.overlap.leakage_safe_holdout`; null disables the control).
         tokenizer: A Hugging Face tokenizer; ``eos_token_id`` separates documents.
         block_len: Tokens per block.
         holdout_blocks: Exactly this many holdout blocks are returned, evenly spaced over
@@ -400,6 +406,13 @@ def build_domain(
     holdout_only = bool(cfg.get("holdout_only", False))
     min_chars = int(cfg.get("min_chars") or 0)
     salt = str(cfg.get("split_salt") or name)
+    max_overlap = cfg.get("max_holdout_overlap", DEFAULT_MAX_OVERLAP)
+    if max_overlap is not None and not 0.0 <= float(max_overlap) < 1.0:
+        raise ConfigError(
+            f"domain {name!r}: max_holdout_overlap={max_overlap!r} must lie in [0, 1) (a fraction "
+            "of a holdout document's word 13-grams), or be null to disable the check."
+        )
+    overlap_stats: dict[str, Any] = {}
     if (
         isinstance(holdout_blocks, bool)
         or not isinstance(holdout_blocks, int)
@@ -442,6 +455,26 @@ def build_domain(
             holdout_docs = holdout_docs[: max(int(holdout_documents), 1)]
     else:
         train_docs, holdout_docs = split_documents(docs, holdout_documents, salt)
+        if max_overlap is not None:
+            leaked = int((overlap_fractions(holdout_docs, train_docs) > max_overlap).sum())
+            ranked = sorted(docs, key=lambda d: _split_rank(d, salt))
+            train_docs, holdout_docs, skipped = leakage_safe_holdout(
+                ranked, holdout_documents, max_overlap
+            )
+            if len(holdout_docs) < holdout_documents:
+                raise DataError(
+                    f"domain {name!r}: only {len(holdout_docs)} of {len(docs)} documents share "
+                    f"at most {max_overlap:.0%} of their word 13-grams with the rest, but "
+                    f"holdout_documents={holdout_documents}; lower `holdout_documents`, raise "
+                    "`max_documents`, or relax `max_holdout_overlap` (null disables the check)."
+                )
+            overlap_stats = {
+                "holdout_leaking_before_control": leaked,
+                "holdout_skipped_for_overlap": skipped,
+                "holdout_max_overlap": round(
+                    float(overlap_fractions(holdout_docs, train_docs).max()), 4
+                ),
+            }
 
     held, available, n_held_docs = _holdout_blocks(
         holdout_docs, tokenizer, block_len, holdout_blocks
@@ -482,6 +515,7 @@ def build_domain(
         "train_tokens": int(train.numel()),
         "holdout_tokens": int(held.numel()),
         "block_len": block_len,
+        **overlap_stats,
     }
     logger.info(
         "domain %s: %d train blocks, %d holdout blocks of %d tokens (%.1f s)",

@@ -78,6 +78,3 @@ class Method:
     def diagnostics(self) -> dict[str, float]:
         """Scalar health checks logged at each evaluation (e.g. constraint residuals)."""
         return {}
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for g in self.param_groups(1.0) for p in g["params"])
