@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from continual.config import CONF_DIR
+from continual.config.validate import CONF_DIR
 from continual.errors import ContinualError
-from continual.results import atomic_write_json
+from continual.rundir import atomic_write_json
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -40,7 +40,7 @@ def _record_failure(run_dir: Path, exc: Exception) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from continual.experiment import run_experiment
+    from continual.recipe import run_experiment
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -57,7 +57,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Check override keys (typos get the closest valid key), then hand over to Hydra."""
-    from continual.overrides import unknown_key_message
+    from continual.config.overrides import unknown_key_message
 
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in sys.argv[1:]):

@@ -15,10 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from continual.errors import ConfigError, ModelError
-from continual.evaluate import holdout_nll
-from continual.experiment import prepare_data, read_progress
+from continual.eval.holdout import holdout_nll
 from continual.methods import Method, build_method
 from continual.models.loading import LoadedModel, load_model
+from continual.recipe import prepare_data, read_progress
 
 
 @dataclass

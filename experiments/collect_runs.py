@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from continual.analysis import find_incomplete_runs, find_runs
-from continual.report import main as report_main
+from continual.analysis.report import main as report_main
 
 FILES = ["config.yaml", "run_info.json", "metrics.csv", "train_log.csv", "loss_matrix.csv",
          "forgetting.csv", "progress.json"]  # fmt: skip

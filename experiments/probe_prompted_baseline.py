@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from continual.config import CONF_DIR
-from continual.experiment import prepare_data, prompted_baseline
+from continual.config.validate import CONF_DIR
 from continual.methods import build_method
 from continual.models.loading import load_model
+from continual.recipe import prepare_data, prompted_baseline
 
 
 def main() -> None:

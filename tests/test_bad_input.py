@@ -8,10 +8,10 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 
-from continual import experiment
+from continual import recipe as experiment
 from continual.errors import ConfigError, DataError, ModelError
-from continual.experiment import run_experiment
 from continual.models import embedded
+from continual.recipe import run_experiment
 from tests.conftest import compose_config
 
 

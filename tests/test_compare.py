@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from continual.compare import compare, main
-from continual.stats import mean_sd_ci, paired_difference
+from continual.analysis.compare import compare, main
+from continual.metrics.stats import mean_sd_ci, paired_difference
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sweep"
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from continual.experiment import run_experiment
-from continual.results import TIDY_COLUMNS
+from continual.recipe import run_experiment
+from continual.rundir import TIDY_COLUMNS
 
 
 def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""continual.eval_tables (prompted baseline, retention, lm-eval matrices) on hand-computed runs.
+"""continual.analysis.eval_tables (prompted baseline, retention, lm-eval matrices), hand-computed.
 
 The runs are built with the recipe's own ``tidy_rows`` and ``summarise`` (which appends the
 summary and retention rows), so the tables see exactly what a real run directory holds.
@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from continual import eval_tables as et
-from continual import report
-from continual.experiment import summarise
-from continual.results import tidy_rows
+from continual.analysis import eval_tables as et
+from continual.analysis import report
+from continual.recipe import summarise
+from continual.rundir import tidy_rows
 
 ORDER = ["med", "legal"]
 BPB = et.LM_EVAL_BPB

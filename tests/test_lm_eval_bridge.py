@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from continual.data.documents import Document
 from continual.data.pipeline import DomainData
 from continual.errors import ConfigError, DataError
-from continual.evaluate import holdout_nll
-from continual.lm_eval_bridge import evaluate_tasks, nll_to_bits_per_byte, write_holdout_tasks
+from continual.eval.holdout import holdout_nll
+from continual.eval.lm_eval_bridge import evaluate_tasks, nll_to_bits_per_byte, write_holdout_tasks
 from continual.models.loading import load_model
 from tests.conftest import CONF, prose_texts
 
@@ -159,7 +159,7 @@ def test_missing_dataset_fails_before_the_model_runs(toy, tmp_path: Path) -> Non
 def test_offline_switch_is_set_for_the_call_and_restored(monkeypatch) -> None:
     import huggingface_hub.constants as hub
 
-    from continual.lm_eval_bridge import _hf_offline
+    from continual.eval.lm_eval_bridge import _hf_offline
 
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(key, raising=False)

@@ -6,7 +6,7 @@ import torch
 
 from continual.methods import build_method
 from continual.models.loading import load_model
-from continual.train import train_stage
+from continual.train.loop import train_stage
 from tests.conftest import compose_config
 
 

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from continual.data.pipeline import build_domain
 from continual.errors import ConfigError, DataError
-from continual.evaluate import holdout_nll
+from continual.eval.holdout import holdout_nll
+from continual.eval.prompted import prompt_contexts, prompted_holdout_nll
 from continual.models.loading import load_model
-from continual.prompted import prompt_contexts, prompted_holdout_nll
 from tests.conftest import CONF, _write_jsonl, prose_texts
 
 BLOCK = 48

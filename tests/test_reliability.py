@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import continual.experiment as experiment
+import continual.recipe as experiment
+from continual.config.overrides import unknown_key_message
 from continual.errors import ConfigError, ModelError
-from continual.experiment import run_experiment
 from continual.models import embedded
-from continual.overrides import unknown_key_message
-from continual.train import NumericalError
+from continual.recipe import run_experiment
+from continual.train.loop import NumericalError
 from tests.test_cli import ROOT, _tiny_overrides
 
 # Runs the CLI in a subprocess that SIGKILLs itself at a chosen point: after the progress
@@ -25,7 +25,7 @@ from tests.test_cli import ROOT, _tiny_overrides
 KILLER = """
 import os, signal, sys
 import torch
-import continual.experiment as ex
+import continual.recipe as ex
 mode, at = sys.argv[1], int(sys.argv[2])
 if mode == "between":
     real = ex.atomic_write_json

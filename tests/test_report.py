@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 
 from continual import analysis as an
 from continual import metrics as clm
-from continual import report
-from continual.results import TIDY_COLUMNS, loss_matrix, tidy_rows
+from continual.analysis import report
+from continual.analysis import runs as runs_module
+from continual.rundir import TIDY_COLUMNS, loss_matrix, tidy_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sweep"
@@ -193,7 +194,7 @@ def test_run_summaries_read_stored_rows_or_recompute(metrics: pd.DataFrame) -> N
         stored["metric"]
     )
     assert "crma_spectral_norm" in set(stored.loc[stored["method"] == "crma", "metric"])
-    bare = metrics[~metrics["metric"].isin(an._summary_names())]  # as if no summary rows
+    bare = metrics[~metrics["metric"].isin(runs_module._summary_names())]  # as if no summary rows
     recomputed = an.run_summaries(bare)
     key = ["run_dir", "metric"]
     merged = stored.merge(recomputed, on=key, suffixes=("_s", "_r"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from continual.errors import ModelError
-from continual.experiment import run_experiment
+from continual.recipe import run_experiment
 from continual.serve import check_adapter_kind, load_run
 
 

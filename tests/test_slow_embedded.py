@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from continual.experiment import run_experiment
 from continual.models import embedded
+from continual.recipe import run_experiment
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.slow

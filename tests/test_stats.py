@@ -1,4 +1,4 @@
-"""Tests for continual.stats against hand-computed values."""
+"""Tests for continual.metrics.stats against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from continual import stats as S
+from continual.metrics import stats as S
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.errors import ConfigError
-from continual.loggers import build_logger
-from continual.wandb_logger import WandbLogger, has_api_key, resolve_mode
+from continual.tracking.base import build_logger
+from continual.tracking.wandb_run import WandbLogger, has_api_key, resolve_mode
 from tests.conftest import compose_config
 
 wandb = pytest.importorskip("wandb")

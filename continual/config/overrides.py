@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from continual.config import CONF_DIR
+from continual.config.validate import CONF_DIR
 
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

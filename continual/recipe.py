@@ -22,15 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
-from continual.config import validate_config
+from continual.config.validate import validate_config
 from continual.data.pipeline import DomainData, build_domain
 from continual.errors import ConfigError, ContinualError
-from continual.evaluate import holdout_nll
-from continual.loggers import RunLogger, build_logger
+from continual.eval.holdout import holdout_nll
 from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
-from continual.results import (
+from continual.rundir import (
     PROMPTED_GAP,
     atomic_write_csv,
     atomic_write_json,
@@ -42,8 +41,9 @@ from continual.results import (
     redact,
     tidy_rows,
 )
-from continual.seeding import seed_everything, stage_seed
-from continual.train import train_stage
+from continual.tracking.base import RunLogger, build_logger
+from continual.train.loop import train_stage
+from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def _lm_eval_tasks(
     work (a fresh run then leaves nothing behind)."""
     if not (cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks):
         return None
-    from continual.lm_eval_bridge import check_tasks, write_holdout_tasks
+    from continual.eval.lm_eval_bridge import check_tasks, write_holdout_tasks
 
     tasks_dir = run_dir / "lm_eval_tasks"
     unit = cfg.eval.get("lm_eval_unit", "documents")
@@ -132,7 +132,7 @@ def _lm_eval(
 ) -> dict[tuple[str, str], float]:  # fmt: skip
     """lm-eval results as (eval_domain, "lm_eval/<metric>") entries (task name as the domain
     for extra tasks)."""
-    from continual.lm_eval_bridge import evaluate_tasks
+    from continual.eval.lm_eval_bridge import evaluate_tasks
 
     results = evaluate_tasks(
         model, tokenizer, tasks, tasks_dir, cfg.eval.batch_size, limit=cfg.eval.lm_eval_limit
@@ -150,7 +150,7 @@ def prompted_baseline(
 ) -> dict[tuple[str, str], float]:  # fmt: skip
     """Stage-0 prompted baseline: the base model (as served before any training) scored on each
     trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
-    from continual.prompted import prompted_holdout_nll
+    from continual.eval.prompted import prompted_holdout_nll
 
     values = {}
     for name in order:

@@ -18,8 +18,8 @@ import pandas as pd
 
 from continual import metrics as clm
 from continual.analysis import method_order, stage_summary, trained_order
-from continual.results import loss_matrix
-from continual.stats import summarize_runs
+from continual.metrics.stats import summarize_runs
+from continual.rundir import loss_matrix
 
 STATS = ["n", "mean", "sd", "ci_low", "ci_high"]
 PROMPTED_METRICS = ["base_nll", "prompted_nll", "finetuned_nll", "final_nll",

@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from continual.errors import ConfigError
-from continual.loggers import RunLogger
+from continual.tracking.base import RunLogger
 
 MODES = ("online", "offline", "disabled")
 _ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}

@@ -4,7 +4,7 @@ A run directory (README, "What a run writes") holds ``metrics.csv`` (tidy,
 :data:`continual.results.TIDY_COLUMNS`), ``run_info.json`` (``status`` becomes ``"complete"``
 once every stage and the summary rows are written) and ``train_log.csv``. This module only reads
 those files: the metrics come from :mod:`continual.metrics`, the multi-seed statistics (sample
-SD, Student-t intervals, paired tests) from :mod:`continual.stats`.
+SD, Student-t intervals, paired tests) from :mod:`continual.metrics.stats`.
 
 Typical use (a sweep directory from ``python -m continual.run -m ...``)::
 
@@ -34,8 +34,8 @@ from matplotlib.transforms import blended_transform_factory
 
 from continual import metrics as clm
 from continual.errors import ContinualError
-from continual.results import PROMPTED_GAP, TIDY_COLUMNS, loss_matrix
-from continual.stats import paired_difference, summarize_runs
+from continual.metrics.stats import paired_difference, summarize_runs
+from continual.rundir import PROMPTED_GAP, TIDY_COLUMNS, loss_matrix
 
 __all__ = [
     "NLL_LABEL",

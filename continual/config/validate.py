@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from continual.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def available(group: str) -> list[str]:
@@ -65,7 +65,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
         )
     if train.max_grad_norm is not None and train.max_grad_norm < 0:
         raise ConfigError("train.max_grad_norm must be >= 0 (0 disables clipping).")
-    from continual.lm_eval_bridge import UNITS
+    from continual.eval.lm_eval_bridge import UNITS
 
     unit = cfg.eval.get("lm_eval_unit", "documents")
     if unit not in UNITS:

@@ -44,7 +44,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ids: dict[str, Any]) -> RunLogg
     if name == "none":
         return RunLogger(cfg, run_dir, ids)
     if name == "wandb":
-        from continual.wandb_logger import WandbLogger
+        from continual.tracking.wandb_run import WandbLogger
 
         return WandbLogger(cfg, run_dir, ids)
     from continual.errors import ConfigError

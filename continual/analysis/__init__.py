@@ -1,0 +1,32 @@
+"""Reading finished runs back: loading, tables, plots (``runs``), the report and the
+method comparison."""
+
+from continual.analysis.runs import (  # noqa: F401
+    GRAD_LABEL,
+    GRAD_STATS,
+    METHOD_ORDER,
+    NLL_LABEL,
+    RUN_KEYS,
+    IncompleteRun,
+    NoRunsError,
+    domain_order,
+    drop_duplicate_runs,
+    find_incomplete_runs,
+    find_runs,
+    forgetting_summary,
+    gradient_summary,
+    label_methods,
+    load_metrics,
+    load_train_logs,
+    loss_matrices,
+    mean_matrix,
+    method_order,
+    paired_differences,
+    plot_forgetting_curves,
+    plot_grad_norms,
+    plot_heatmaps,
+    run_summaries,
+    stage_labels,
+    stage_summary,
+    trained_order,
+)

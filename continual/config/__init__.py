@@ -1,0 +1,1 @@
+"""Config checks: validation of a composed config and of command-line override keys."""

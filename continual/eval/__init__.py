@@ -1,0 +1,1 @@
+"""Evaluators: holdout loss, the prompted baseline and the lm-eval bridge."""

@@ -1,0 +1,19 @@
+"""Metric definitions: continual-learning metrics over the stage x domain loss matrix
+(``matrix``) and the statistics used to compare methods (``stats``)."""
+
+from continual.metrics.matrix import (  # noqa: F401
+    FORGETTING_TABLE_COLUMNS,
+    average_forgetting_pct,
+    backbone_drift_pct,
+    bwt,
+    final_average_loss,
+    forgetting_abs,
+    forgetting_pct,
+    forgetting_table,
+    fwt,
+    general_retention_pct,
+    gradient_stability,
+    loss_matrix,
+    max_forgetting,
+    summary_metrics,
+)

@@ -1,0 +1,1 @@
+"""Experiment trackers: the run-logger interface and Weights & Biases."""

@@ -1,0 +1,1 @@
+"""The training loop of one stage and the seeding of stages."""
