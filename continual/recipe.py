@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
-from continual.config.validate import validate_config
+from continual.config.validate import validate_config, validate_for_model
 from continual.data.pipeline import DomainData, build_domain
 from continual.errors import ConfigError, ContinualError
 from continual.eval.holdout import holdout_nll
@@ -50,11 +50,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, DomainData]:
     """Build every domain's train/holdout blocks (fails on bad data before any training)."""
-    if cfg.train.block_len > loaded.max_positions > 0:
-        raise ConfigError(
-            f"train.block_len={cfg.train.block_len} exceeds the model's context of "
-            f"{loaded.max_positions} tokens; lower train.block_len."
-        )
     data = {}
     for name in names:
         started = time.perf_counter()
@@ -198,6 +193,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     """Run (or resume) one chain of stages; returns the tidy metrics table."""
     started = time.perf_counter()
     names = validate_config(cfg)
+    method = build_method(cfg.method)
     order = list(cfg.sequence.order)
     run_dir = Path(run_dir)
     ensure_writable(run_dir)
@@ -211,9 +207,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         return pd.read_csv(run_dir / "metrics.csv")
 
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
+    validate_for_model(cfg, loaded.model, loaded.max_positions)
     data = prepare_data(cfg, loaded, names)
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
-    method = build_method(cfg.method)
     model = method.setup(loaded.model)
     ids = {
         "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,

@@ -38,6 +38,18 @@ def _record_failure(run_dir: Path, exc: Exception) -> None:
     atomic_write_json(info_path, info)
 
 
+def next_steps(run_dir: Path, multirun: bool) -> str:
+    """Where a finished run's results are, and the commands that read them."""
+    target = run_dir.parent if multirun else run_dir
+    lines = [
+        f"\nResults: {run_dir}/ (metrics.csv, loss_matrix.csv, forgetting.csv, run_info.json)",
+        f"Report:  python -m continual.report {target}",
+    ]
+    if multirun:
+        lines.append(f"Compare: python -m continual.compare {target}")
+    return "\n".join(lines)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from continual.recipe import run_experiment
@@ -46,6 +58,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         run_experiment(cfg, run_dir)
+        print(next_steps(run_dir, hydra_cfg.mode == RunMode.MULTIRUN))
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -17,8 +19,8 @@ def available(group: str) -> list[str]:
 
 
 def _positive(value: object, key: str, fix: str) -> None:
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive number. {fix}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{key}={value!r} must be a positive, finite number. {fix}")
 
 
 def validate_config(cfg: DictConfig) -> list[str]:
@@ -63,8 +65,11 @@ def validate_config(cfg: DictConfig) -> list[str]:
         raise ConfigError(
             f"train.warmup_steps={train.warmup_steps} must lie in [0, train.steps={train.steps}]."
         )
-    if train.max_grad_norm is not None and train.max_grad_norm < 0:
-        raise ConfigError("train.max_grad_norm must be >= 0 (0 disables clipping).")
+    if train.max_grad_norm is not None and not 0 <= train.max_grad_norm < math.inf:
+        raise ConfigError("train.max_grad_norm must be a finite number >= 0 (0 disables clipping).")
+    if not 0 <= train.weight_decay < math.inf:
+        raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
+    _check_scheduler(str(train.scheduler))
     from continual.eval.lm_eval_bridge import UNITS
 
     unit = cfg.eval.get("lm_eval_unit", "documents")
@@ -80,3 +85,54 @@ def validate_config(cfg: DictConfig) -> list[str]:
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"method.lora.dropout={lora.dropout} must lie in [0, 1).")
     return wanted
+
+
+def _check_scheduler(name: str) -> None:
+    from transformers import SchedulerType
+
+    known = [s.value for s in SchedulerType]
+    if name not in known:
+        raise ConfigError(
+            f"train.scheduler={name!r} is not a transformers scheduler; use one of "
+            f"{', '.join(known)}."
+        )
+
+
+def validate_for_model(cfg: DictConfig, model: Any, max_positions: int) -> None:
+    """Checks that need the loaded base model (made before any data, training or evaluation):
+    the block and the prompted-baseline context fit the model's context, and every LoRA target
+    module exists in it."""
+    block_len = int(cfg.train.block_len)
+    if block_len > max_positions > 0:
+        raise ConfigError(
+            f"train.block_len={block_len} exceeds the model's context of {max_positions} "
+            "tokens; lower train.block_len."
+        )
+    context = int(cfg.eval.prompted_context_tokens)
+    if cfg.eval.prompted_k and context + block_len > max_positions > 0:
+        raise ConfigError(
+            f"the prompted baseline puts eval.prompted_context_tokens={context} context tokens "
+            f"before each {block_len}-token block, more than the model's context of "
+            f"{max_positions}; lower eval.prompted_context_tokens to at most "
+            f"{max(max_positions - block_len, 0)}, or set eval.prompted_k=0."
+        )
+    lora = cfg.method.get("lora")
+    targets = None if lora is None else lora.get("target_modules")
+    if targets is not None and not isinstance(targets, str):
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = sorted(set(targets) - present)
+        if missing:
+            linear = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)}
+                - {"lm_head"}
+            )
+            raise ConfigError(
+                f"method.lora.target_modules names {missing}, which the model does not have; "
+                f"its linear layers are {linear} (or use target_modules=all-linear)."
+            )
+
+
+def _is_linear(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__.startswith("Linear")

@@ -1,6 +1,6 @@
-"""Continual-learning protocols (``method=`` choices): lora, frozen_lora, crma, modular_crma."""
+"""Continual-learning protocols (``method=`` choices, each built from its ``_target_``):
+lora, frozen_lora, crma, modular_crma."""
 
-from continual.methods import crma, lora  # noqa: F401  (register the protocols)
-from continual.methods.base import METHODS, Method, build_method
+from continual.methods.base import Method, build_method
 
-__all__ = ["METHODS", "Method", "build_method"]
+__all__ = ["Method", "build_method"]

@@ -8,41 +8,38 @@ model that a protocol deploys for d (for example adapter i for domain i).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from continual.errors import ConfigError
 
-METHODS: dict[str, Callable[[DictConfig], Method]] = {}
-
-
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator adding a protocol to the ``method=`` registry."""
-
-    def wrap(cls: type[Method]) -> type[Method]:
-        METHODS[name] = cls
-        return cls
-
-    return wrap
-
 
 def build_method(cfg: DictConfig) -> Method:
-    """Instantiate the protocol named by ``cfg.name``."""
-    if cfg.name not in METHODS:
-        raise ConfigError(f"Unknown method {cfg.name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[cfg.name](cfg)
+    """Instantiate the protocol of a ``method`` config group entry (its ``_target_`` class)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg, _convert_="none")
+    except InstantiationException as exc:
+        raise ConfigError(
+            f"method {cfg.get('name')!r} cannot be built from _target_={cfg.get('_target_')!r} "
+            f"({exc}); choose a method from conf/method/, or point `method._target_` at an "
+            "importable continual.methods.base.Method subclass."
+        ) from exc
 
 
 class Method:
     """Base protocol; subclasses override the hooks they need."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, name: str, **settings: Any) -> None:
+        """``name`` and the settings of the ``method`` config entry (``lora``, ``crma``, ...)."""
+        self.name = name
+        self.cfg = OmegaConf.create(settings)
         self.model: Any = None
         self.trained: list[str] = []  # domains whose stage has finished, in order
 

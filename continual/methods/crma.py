@@ -9,7 +9,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from continual.adapters.crma import CRMA, CRMAConfig, load_crma, save_crma
-from continual.methods.base import register_method
 from continual.methods.lora import PerDomainLoRA, SequentialLoRA
 
 BACKBONE_DIR = "crma"
@@ -52,12 +51,10 @@ class _Backbone:
         }
 
 
-@register_method("crma")
 class SequentialLoRAWithCRMA(_Backbone, SequentialLoRA):
     """One LoRA + one CRMA, both trained sequentially through every stage."""
 
 
-@register_method("modular_crma")
 class ModularCRMA(_Backbone, PerDomainLoRA):
     """MODULAR: a fresh LoRA per domain plus one shared CRMA backbone trained in every stage.
 

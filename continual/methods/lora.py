@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-from continual.methods.base import Method, register_method
+from continual.methods.base import Method
 
 
 def lora_config(cfg: DictConfig) -> LoraConfig:
@@ -34,7 +34,6 @@ def _prepare_base(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-@register_method("lora")
 class SequentialLoRA(Method):
     """NAIVE: one LoRA adapter trained sequentially through every stage (serves every domain)."""
 
@@ -53,7 +52,6 @@ class SequentialLoRA(Method):
         self.trained = list(trained)
 
 
-@register_method("frozen_lora")
 class PerDomainLoRA(Method):
     """FROZEN: a fresh LoRA per domain on the frozen base; domain i is served by adapter i.
 
