@@ -1,6 +1,6 @@
 """Reading finished runs back: finding and loading them (``runs``), over-seed tables
-(``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the report
-(``report``) and the method comparison on the command line (``compare``)."""
+(``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the markdown
+report (``report``) and the method comparison on the command line (``compare``)."""
 
 from continual.analysis.plots import (  # noqa: F401
     GRAD_LABEL,
@@ -34,4 +34,5 @@ from continual.analysis.tables import (  # noqa: F401
     paired_differences,
     run_summaries,
     stage_summary,
+    summary_table,
 )

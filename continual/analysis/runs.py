@@ -2,7 +2,7 @@
 
 A run directory (README, "What a run writes") holds ``metrics.csv`` (tidy,
 :data:`continual.rundir.TIDY_COLUMNS`), ``run_info.json`` (``status`` becomes ``"complete"``
-once every stage and the summary rows are written) and ``train_log.csv``.
+once every stage and the summary rows are written), ``config.yaml`` and ``train_log.csv``.
 This module only reads those files: :func:`find_runs` / :func:`find_incomplete_runs` locate
 them, :func:`load_metrics` / :func:`load_train_logs` concatenate their tables, and
 :func:`method_order`, :func:`trained_order`, :func:`domain_order` and :func:`stage_labels`
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from continual.errors import ContinualError
 from continual.rundir import TIDY_COLUMNS
@@ -47,6 +48,7 @@ __all__ = [
     "load_metrics",
     "load_train_logs",
     "method_order",
+    "run_settings",
     "stage_labels",
     "trained_order",
 ]
@@ -237,6 +239,27 @@ def drop_duplicate_runs(metrics: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]
     keep = runs.drop_duplicates(RUN_KEYS, keep="last")["run_dir"]
     dropped = sorted(set(runs["run_dir"]) - set(keep))
     return metrics[metrics["run_dir"].isin(keep)].copy(), dropped
+
+
+def run_settings(
+    run_dirs: Iterable[str | os.PathLike[str]], keys: Sequence[str]
+) -> dict[str, list[str]]:
+    """Every value (as text, in order of first appearance) of each dotted ``keys`` entry
+    (e.g. ``"train.lr"``) in the runs' ``config.yaml``; runs without a readable one are skipped.
+    """
+    seen: dict[str, list[str]] = {k: [] for k in keys}
+    for run_dir in run_dirs:
+        try:
+            cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for key in keys:
+            node: object = cfg
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is not None and str(node) not in seen[key]:
+                seen[key].append(str(node))
+    return seen
 
 
 def check_unique_runs(metrics: pd.DataFrame) -> None:

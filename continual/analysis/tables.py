@@ -7,7 +7,7 @@ Every table is computed from the tidy metrics table of
   :func:`mean_matrix` / :func:`stage_summary`: its mean and SD over seeds;
 * :func:`run_summaries`: each run's final-stage scalar metrics
   (:func:`continual.metrics.summary_metrics`: forgetting %, delta NLL, max forgetting, BWT,
-  FWT, final average loss, general retention);
+  FWT, final average loss, general retention) and :func:`summary_table` per method;
 * :func:`forgetting_summary`: forgetting per earlier domain, ``100 (L[T][d] - L[s(d)][d]) /
   L[s(d)][d]`` and friends, per method;
 * :func:`gradient_summary`: per-stage gradient-norm statistics
@@ -45,6 +45,7 @@ __all__ = [
     "paired_differences",
     "run_summaries",
     "stage_summary",
+    "summary_table",
 ]
 
 GRAD_STATS = ["peak", "mean", "p95", "median", "n_spikes"]
@@ -228,3 +229,12 @@ def paired_differences(
         res = paired_difference(runs, a, b, metric)
         rows.append({k: res[k] for k in cols if k in res} | {"method_a": a, "method_b": b})
     return pd.DataFrame(rows, columns=cols)
+
+
+def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per method x final-stage scalar metric: n, mean, sd, ci_low, ci_high over seeds."""
+    runs = run_summaries(metrics)
+    table = summarize_runs(runs, by=["method"])
+    rank = method_order(metrics)
+    table["_m"] = table["method"].map(rank.index)
+    return table.sort_values("_m", kind="stable").drop(columns="_m").reset_index(drop=True)
