@@ -80,7 +80,8 @@ def loss_matrix(
 ) -> pd.DataFrame:
     """Label a 2-D array of losses (nats) as a loss matrix: rows = stages, columns = domains.
 
-    ``stages`` defaults to ``0..n_rows-1``.
+    ``stages`` defaults to ``0..n_rows-1``. (To read the matrix out of a run's tidy
+    ``metrics.csv`` table instead, use :func:`continual.rundir.loss_matrix`.)
     """
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 2:
