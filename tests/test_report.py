@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from continual import analysis as an
 from continual import metrics as clm
 from continual.analysis import report
-from continual.analysis import runs as runs_module
+from continual.analysis import tables as runs_module
 from continual.rundir import TIDY_COLUMNS, loss_matrix, tidy_rows
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,11 +1,16 @@
-"""Reading finished runs back: loading, tables, plots (``runs``), the report and the
-method comparison."""
+"""Reading finished runs back: finding and loading them (``runs``), over-seed tables
+(``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the markdown
+report (``report``) and the method comparison on the command line (``compare``)."""
 
-from continual.analysis.runs import (  # noqa: F401
+from continual.analysis.plots import (  # noqa: F401
     GRAD_LABEL,
-    GRAD_STATS,
-    METHOD_ORDER,
     NLL_LABEL,
+    plot_forgetting_curves,
+    plot_grad_norms,
+    plot_heatmaps,
+)
+from continual.analysis.runs import (  # noqa: F401
+    METHOD_ORDER,
     RUN_KEYS,
     IncompleteRun,
     NoRunsError,
@@ -13,20 +18,21 @@ from continual.analysis.runs import (  # noqa: F401
     drop_duplicate_runs,
     find_incomplete_runs,
     find_runs,
-    forgetting_summary,
-    gradient_summary,
     label_methods,
     load_metrics,
     load_train_logs,
+    method_order,
+    stage_labels,
+    trained_order,
+)
+from continual.analysis.tables import (  # noqa: F401
+    GRAD_STATS,
+    forgetting_summary,
+    gradient_summary,
     loss_matrices,
     mean_matrix,
-    method_order,
     paired_differences,
-    plot_forgetting_curves,
-    plot_grad_norms,
-    plot_heatmaps,
     run_summaries,
-    stage_labels,
     stage_summary,
-    trained_order,
+    summary_table,
 )

@@ -16,13 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from continual.analysis import (
-    NoRunsError,
-    find_runs,
-    load_metrics,
-    paired_differences,
-    run_summaries,
-)
+from continual.analysis.runs import NoRunsError, find_runs, load_metrics
+from continual.analysis.tables import paired_differences, run_summaries
 from continual.errors import ContinualError
 from continual.metrics.stats import summarize_runs
 

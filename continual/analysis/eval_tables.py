@@ -7,9 +7,10 @@
   shows, computed with the same definitions as the holdout loss
   (:func:`continual.metrics.forgetting_table`).
 
-Every function takes the tidy metrics table of :func:`continual.analysis.load_metrics` and
-returns a tidy summary (``n``, ``mean``, ``sd``, ``ci_low``, ``ci_high`` over seeds, from
-:func:`continual.stats.summarize_runs`); empty (with its columns) when the runs lack the rows.
+Every function takes the tidy metrics table of :func:`continual.analysis.runs.load_metrics`
+and returns a tidy summary (``n``, ``mean``, ``sd``, ``ci_low``, ``ci_high`` over seeds, from
+:func:`continual.metrics.stats.summarize_runs`); empty (with its columns) when the runs lack
+the rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import pandas as pd
 
 from continual import metrics as clm
-from continual.analysis import method_order, stage_summary, trained_order
+from continual.analysis.runs import method_order, trained_order
+from continual.analysis.tables import stage_summary
 from continual.metrics.stats import summarize_runs
 from continual.rundir import loss_matrix
 
@@ -45,7 +47,7 @@ def prompted_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Fine-tuning vs the prompted base model, per method and trained domain ``d``.
 
     Per run, from the stage-0 ``prompted_nll`` rows (the base model with ``eval.prompted_k``
-    training passages of ``d`` in its context, :func:`continual.prompted.prompted_holdout_nll`)
+    training passages of ``d`` in its context, :func:`continual.eval.prompted.prompted_holdout_nll`)
     and the holdout loss matrix ``L``: ``base_nll`` = L[0][d], ``prompted_nll``,
     ``finetuned_nll`` = L[s(d)][d] (right after d's own stage), ``final_nll`` = L[T][d],
     ``finetuned_minus_prompted`` and ``final_minus_prompted`` (nats; < 0: the fine-tuned model
@@ -93,8 +95,9 @@ def retention_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_matrix_summary(metrics: pd.DataFrame, metric: str = LM_EVAL_BPB) -> pd.DataFrame:
-    """Stage x domain values of ``metric`` over seeds (:func:`continual.analysis.stage_summary`).
-    Columns: method, stage, eval_domain, metric, n, mean, sd, ci_low, ci_high."""
+    """Stage x domain values of ``metric`` over seeds
+    (:func:`continual.analysis.tables.stage_summary`). Columns: method, stage, eval_domain,
+    metric, n, mean, sd, ci_low, ci_high."""
     return stage_summary(metrics, metric)
 
 

@@ -1,5 +1,6 @@
 """Metric definitions: continual-learning metrics over the stage x domain loss matrix
-(``matrix``) and the statistics used to compare methods (``stats``)."""
+(``matrix``), gradient-norm stability per stage (``stability``) and the statistics used to
+compare methods over seeds (``stats``)."""
 
 from continual.metrics.matrix import (  # noqa: F401
     FORGETTING_TABLE_COLUMNS,
@@ -12,8 +13,8 @@ from continual.metrics.matrix import (  # noqa: F401
     forgetting_table,
     fwt,
     general_retention_pct,
-    gradient_stability,
     loss_matrix,
     max_forgetting,
     summary_metrics,
 )
+from continual.metrics.stability import gradient_stability  # noqa: F401

@@ -13,10 +13,29 @@ Conventions (see ``shared/research/published-numbers.md``, "Metric definitions")
 * Sign: positive forgetting / drift = worse (the loss went up), except for the
   literature metrics BWT and FWT, which keep their published sign (higher = better).
 * NaN entries propagate: a metric that needs a missing entry is NaN.
+
+Metrics defined here (``d`` ranges over the domains trained before the last stage):
+
+* forgetting % (vendor definition): ``100 (L[T][d] - L[s(d)][d]) / L[s(d)][d]``
+  (:func:`forgetting_pct`, averaged by :func:`average_forgetting_pct`); the same number read
+  for modular methods is the backbone drift (:func:`backbone_drift_pct`);
+* delta NLL: ``L[T][d] - L[s(d)][d]`` in nats (:func:`forgetting_abs`);
+* max forgetting (Chaudhry et al. 2018, on losses): ``L[T][d] - min_{s(d) <= l < T} L[l][d]``
+  (:func:`max_forgetting`);
+* BWT and FWT (Lopez-Paz & Ranzato 2017, GEM, on ``R = -L``): ``mean_d (L[s(d)][d] - L[T][d])``
+  and ``mean_{i>=2} (L[0][d_i] - L[i-1][d_i])`` (:func:`bwt`, :func:`fwt`);
+* final average loss, the loss analogue of ACC: ``mean_d L[T][d]`` over all trained domains
+  (:func:`final_average_loss`);
+* general retention %: ``100 (L[k][g] - L[0][g]) / L[0][g]`` for a never-trained domain ``g``
+  (:func:`general_retention_pct`).
+
+:func:`forgetting_table` and :func:`summary_metrics` collect them per domain / per run.
+Gradient-norm stability lives in :mod:`continual.metrics.stability`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +54,6 @@ __all__ = [
     "forgetting_table",
     "fwt",
     "general_retention_pct",
-    "gradient_stability",
     "loss_matrix",
     "max_forgetting",
     "summary_metrics",
@@ -62,7 +80,8 @@ def loss_matrix(
 ) -> pd.DataFrame:
     """Label a 2-D array of losses (nats) as a loss matrix: rows = stages, columns = domains.
 
-    ``stages`` defaults to ``0..n_rows-1``.
+    ``stages`` defaults to ``0..n_rows-1``. (To read the matrix out of a run's tidy
+    ``metrics.csv`` table instead, use :func:`continual.rundir.loss_matrix`.)
     """
     arr = np.asarray(values, dtype=float)
     if arr.ndim != 2:
@@ -83,16 +102,9 @@ def _check_order(order: Sequence[str]) -> list[str]:
     names = list(order)
     if not names:
         raise ValueError("order is empty: at least one trained domain is needed")
-    seen: set[str] = set()
-    dups: list[str] = []
-    for d in names:
-        if d in seen:
-            dups.append(d)
-        seen.add(d)
+    dups = sorted(d for d, count in Counter(names).items() if count > 1)
     if dups:
-        raise ValueError(
-            f"order has duplicate domains {sorted(set(dups))}: each domain is trained once"
-        )
+        raise ValueError(f"order has duplicate domains {dups}: each domain is trained once")
     return names
 
 
@@ -290,56 +302,6 @@ def general_retention_pct(L: LossMatrix, domain: str = "general") -> pd.Series:
     out = 100.0 * (df[domain] - ref) / ref
     out.name = f"general_retention_pct/{domain}"
     return out
-
-
-# --------------------------------------------------------------------------- gradients
-
-
-def gradient_stability(
-    grad_norms: Sequence[float], spike_factor: float = 5.0
-) -> dict[str, float | int]:
-    """Gradient-norm stability summary for one stage (global norm before clipping).
-
-    Keys: ``peak`` (max norm), ``peak_step`` (0-based index of the first max), ``mean``,
-    ``median``, ``p95`` (numpy linear-interpolation percentile), ``n_spikes`` (steps with
-    norm ``> spike_factor * median``), ``spike_factor``, ``n_steps`` (all steps given) and
-    ``n_nonfinite`` (NaN/inf norms, e.g. overflowed steps; excluded from the other statistics).
-    Units are those of the norm (dimensionless L2 norm of the gradient).
-    """
-    arr = np.asarray(list(grad_norms), dtype=float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError("gradient_stability needs a non-empty 1-D sequence of gradient norms")
-    if not spike_factor > 0:
-        raise ValueError(f"spike_factor must be > 0, got {spike_factor}")
-    finite = np.isfinite(arr)
-    n_nonfinite = int((~finite).sum())
-    if not finite.any():
-        nan = float("nan")
-        return {
-            "peak": nan,
-            "peak_step": -1,
-            "mean": nan,
-            "median": nan,
-            "p95": nan,
-            "n_spikes": 0,
-            "spike_factor": float(spike_factor),
-            "n_steps": int(arr.size),
-            "n_nonfinite": n_nonfinite,
-        }
-    vals = arr[finite]
-    steps = np.flatnonzero(finite)
-    median = float(np.median(vals))
-    return {
-        "peak": float(vals.max()),
-        "peak_step": int(steps[int(np.argmax(vals))]),
-        "mean": float(vals.mean()),
-        "median": median,
-        "p95": float(np.percentile(vals, 95, method="linear")),
-        "n_spikes": int((vals > spike_factor * median).sum()),
-        "spike_factor": float(spike_factor),
-        "n_steps": int(arr.size),
-        "n_nonfinite": n_nonfinite,
-    }
 
 
 # --------------------------------------------------------------------------- tables

@@ -1,22 +1,32 @@
 """Multi-seed statistics: mean, sample SD, Student-t confidence intervals, paired differences.
 
-Pure functions with no dependency beyond numpy/pandas: the Student-t distribution is computed
-here from the regularised incomplete beta function (continued fraction, Lentz's method), so
-scipy is not required. Tidy run tables have one row per run x metric with columns such as
-``method``, ``seed``, ``metric``, ``value``.
+Definitions (``x_1..x_n`` the values of one metric over runs, usually seeds; NaNs dropped):
+
+* mean and sample SD ``sd = sqrt(sum (x_i - mean)^2 / (n - 1))``;
+* two-sided Student-t confidence interval of the mean:
+  ``mean -/+ t_{(1 + confidence) / 2, n - 1} * sd / sqrt(n)`` (:func:`mean_sd_ci`);
+* paired difference of two methods over the seeds both ran, ``d_s = a_s - b_s``: the interval
+  above on ``d`` and the two-sided paired t-test, ``t = mean(d) / (sd(d) / sqrt(n))`` with
+  ``n - 1`` degrees of freedom (:func:`paired_difference`).
+
+The Student-t distribution and the paired test come from :mod:`scipy.stats`. Tidy run tables
+have one row per run x metric with columns such as ``method``, ``seed``, ``metric``, ``value``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import statistics
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 __all__ = [
+    "SUMMARY_COLUMNS",
     "mean_sd_ci",
     "paired_difference",
     "summarize_runs",
@@ -28,101 +38,28 @@ SUMMARY_COLUMNS = ["n", "mean", "sd", "ci_low", "ci_high"]
 
 # ----------------------------------------------------------------- Student-t distribution
 
-_EPS = 1e-15
-_TINY = 1e-300
-_NORMAL_DF = 1e7  # beyond this many degrees of freedom the t is the normal to ~1e-7
 
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz's method)."""
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > _TINY else _TINY)
-    h = d
-    for m in range(1, 100_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) > _TINY else _TINY
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) > _TINY else _TINY
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < _EPS:
-            return h
-    raise ArithmeticError(f"incomplete beta did not converge (a={a}, b={b}, x={x})")
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_two_sided_tail(t: float, df: float) -> float:
-    """P(|T| > |t|) for a Student-t variable with ``df`` degrees of freedom."""
-    if math.isnan(t):
-        return float("nan")
-    if math.isinf(t):
-        return 0.0
-    if df > _NORMAL_DF:
-        return 2.0 * (1.0 - statistics.NormalDist().cdf(abs(t)))
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+def _check_df(df: float) -> None:
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
 
 
 def t_cdf(t: float, df: float) -> float:
     """Student-t cumulative distribution function P(T <= t) with ``df`` > 0 degrees of freedom."""
-    if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    tail = 0.5 * _t_two_sided_tail(t, df)
-    return 1.0 - tail if t > 0 else tail
+    _check_df(df)
+    return float(stats.t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
     """Student-t quantile (inverse CDF): the ``t`` with P(T <= t) = ``p``, for 0 < p < 1.
 
-    Solved by bisection on :func:`t_cdf` to ~1e-12 relative accuracy; the normal quantile is
-    used beyond 1e7 degrees of freedom. E.g. ``t_quantile(0.975, 2) = 4.302653...``.
+    E.g. ``t_quantile(0.975, 2) = 4.302653...``; ``df`` may be large (the normal quantile is the
+    limit).
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {p}")
-    if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    if df > _NORMAL_DF:
-        return statistics.NormalDist().inv_cdf(p)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-        if hi > 1e300:
-            return math.inf
-    for _ in range(400):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+    _check_df(df)
+    return float(stats.t.ppf(p, df))
 
 
 # ----------------------------------------------------------------- summaries
@@ -234,34 +171,27 @@ def paired_difference(
             )
         per_method.append(rows.set_index(seed_col)[value_col].astype(float))
     a, b = per_method
-    common = a.index.intersection(b.index)
-    common = [s for s in common if not (math.isnan(a[s]) or math.isnan(b[s]))]
-    if not common:
+    pairs = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    if pairs.empty:
         raise ValueError(
             f"no common seeds with values for {method_a!r} (seeds {sorted(a.index.tolist())}) "
             f"and {method_b!r} (seeds {sorted(b.index.tolist())}) on metric {metric!r}"
         )
-    try:
-        seeds = sorted(common)
-    except TypeError:
-        seeds = list(common)
-    diffs = [float(a[s] - b[s]) for s in seeds]
-    seeds = [s.item() if isinstance(s, np.generic) else s for s in seeds]
+    with contextlib.suppress(TypeError):  # seeds of mixed types: keep method a's order
+        pairs = pairs.sort_index()
+    diffs = (pairs["a"] - pairs["b"]).tolist()
     out: dict[str, Any] = dict(mean_sd_ci(diffs, confidence))
-    n = out["n"]
-    if n >= 2:
-        se = out["sd"] / math.sqrt(n)
-        if se > 0:
-            t_stat = out["mean"] / se
-        else:
-            t_stat = math.copysign(math.inf, out["mean"]) if out["mean"] != 0 else math.nan
-        out["t_stat"] = t_stat
-        out["p_value"] = _t_two_sided_tail(t_stat, n - 1)
+    if out["n"] >= 2:
+        with warnings.catch_warnings():
+            # identical differences: scipy warns, then returns t = +-inf (p = 0) or NaN (all 0)
+            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+            test = stats.ttest_rel(pairs["a"], pairs["b"])
+        out["t_stat"], out["p_value"] = float(test.statistic), float(test.pvalue)
     else:
         out["t_stat"] = math.nan
         out["p_value"] = math.nan
     out.update(
-        seeds=seeds,
+        seeds=pairs.index.tolist(),
         differences=diffs,
         method_a=method_a,
         method_b=method_b,
