@@ -85,6 +85,40 @@ def test_every_protocol_completes(tiny_cfg, tmp_path: Path, method: str, adapter
         assert len(spectral) == 3 and spectral.value.le(1 + 1e-5).all()
 
 
+def _numel(path: Path) -> int:
+    return sum(t.numel() for t in load_file(path).values())
+
+
+def test_trainable_parameters_count_what_each_stage_trains(tiny_cfg, tmp_path: Path) -> None:
+    """run_info's per-stage counts: the stage's LoRA (a fresh one per stage for the per-domain
+    protocols, so frozen earlier adapters must not be counted) plus the CRMA where there is one."""
+    counts, lora, crma = {}, {}, {}
+    for method in ("lora", "frozen_lora", "crma", "modular_crma"):
+        run_dir = tmp_path / method
+        run_experiment(tiny_cfg(f"method={method}", "train.steps=1"), run_dir)
+        info = json.loads((run_dir / "run_info.json").read_text())
+        counts[method] = info["trainable_parameters"]
+        assert list(counts[method]) == ["stage1_prose", "stage2_code"], method
+        for stage, domain in [(1, "prose"), (2, "code")]:
+            adapters = run_dir / "adapters" / f"stage{stage}_{domain}"
+            own = domain if "frozen" in method or "modular" in method else "sequential"
+            lora[method, stage] = _numel(adapters / own / "adapter_model.safetensors")
+            if "crma" in method:
+                crma[method, stage] = _numel(adapters / "crma" / "crma.safetensors")
+
+    size = lora["lora", 1]  # one LoRA of this config on tiny_random
+    assert size > 0 and set(lora.values()) == {size}
+    crma_size = crma["crma", 1]
+    assert crma_size > 0 and set(crma.values()) == {crma_size}
+    for method in ("lora", "frozen_lora"):  # each stage trains exactly one LoRA
+        assert counts[method] == {"stage1_prose": size, "stage2_code": size}, method
+    for method in ("crma", "modular_crma"):  # ... and the shared CRMA beside it
+        expected = size + crma_size
+        assert counts[method] == {"stage1_prose": expected, "stage2_code": expected}, method
+    for stage in ("stage1_prose", "stage2_code"):
+        assert counts["modular_crma"][stage] - counts["frozen_lora"][stage] == crma_size
+
+
 # bitsandbytes repacks 4-bit weights for CPU inference after an eval pass and then trains through
 # a kernel without autograd (a warning, wrong gradients); the loader must prevent it.
 @pytest.mark.filterwarnings("error:.*gemv_4bit.*:UserWarning")
