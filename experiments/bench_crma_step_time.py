@@ -6,26 +6,29 @@
 One process, one model, one LoRA; CRMA is attached for the "crma" variant and detached for the
 "lora" variant, alternating the order every repeat so that drift in machine load hits both.
 Each timed step is forward + backward + AdamW step on the same fixed batch. Reports the median
-step time of each variant and the median of the per-repeat ratios.
+step time of each variant and the median of the per-repeat ratios. The JSON also records the
+commit and whether the tree was dirty (at start), package versions and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from continual.adapters.crma import CRMA, CRMAConfig
-from continual.methods.lora import lora_config
-from continual.models.loading import load_model
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded commit describes
+
+from continual.adapters.crma import CRMA, CRMAConfig  # noqa: E402
+from continual.methods.lora import lora_config  # noqa: E402
+from continual.models.loading import load_model  # noqa: E402
+from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
 
 
 def timed_step(model, optimizer, ids: torch.Tensor) -> float:
@@ -37,7 +40,7 @@ def timed_step(model, optimizer, ids: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model/<name>.yaml")
     parser.add_argument("--batch", type=int, default=8)
@@ -46,7 +49,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "continual"))
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # before the run: the results file written into the tree afterwards must not count as dirty
+    git_sha, git_dirty = git_state(ROOT)
 
     from peft import get_peft_model
 
@@ -93,7 +98,10 @@ def main() -> None:
         "base_parameters": loaded.identity["parameters"],
         "device": str(loaded.device),
         "torch_threads": torch.get_num_threads(),
-        "machine": platform.platform(),
+        "git_sha": git_sha,
+        "git_dirty": git_dirty,
+        "packages": package_versions(),
+        "machine": machine_info(),
     }
     print(
         f"| variant | median step (s) |\n|---|---|\n"
@@ -104,6 +112,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

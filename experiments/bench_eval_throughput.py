@@ -15,7 +15,8 @@ pipeline) are scored, in one process and interleaved, by
 Throughput is input tokens per second (lm-eval's inputs: prefix token + tokens - 1 per
 document). Each is run once to warm up, then ``--repeats`` times, interleaved and in rotated
 order; the table gives the median and minimum wall time and the median process CPU time (steadier
-than wall time on a shared machine; the load average is printed and saved).
+than wall time on a shared machine; the load average is printed and saved). The JSON also records
+the commit and whether the tree was dirty (at start), package versions and the machine.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import atexit
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -43,6 +43,7 @@ from continual.data.pipeline import build_domain  # noqa: E402
 from continual.eval.holdout import holdout_nll  # noqa: E402
 from continual.eval.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402
+from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    # before the run: the results file written into the tree afterwards must not count as dirty
+    git_sha, git_dirty = git_state(ROOT)
 
     cache = Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual"))
     loaded = load_model(OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml"), cache)
@@ -160,14 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
         "metric": metric,
         "lm_eval_bytes": n_bytes,
         "load_average": os.getloadavg(),
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "device": str(device),
-            "platform": platform.platform(),
-        },
+        "git_sha": git_sha,
+        "git_dirty": git_dirty,
+        "packages": package_versions(),
+        "machine": {**machine_info(), "device": str(device)},
     }
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

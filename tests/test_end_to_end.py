@@ -26,13 +26,18 @@ def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> 
     assert info["status"] == "complete"
     assert info["model"]["name"] == "tiny_random"
     assert info["packages"]["torch"] and info["packages"]["peft"]
+    assert isinstance(info["git_dirty"], bool)  # this test runs inside a git checkout
+    assert isinstance(info["git_sha"], str) and len(info["git_sha"]) == 40
     counts = info["trainable_parameters"]
     assert list(counts) == ["stage1_prose", "stage2_code"]
     assert counts["stage1_prose"] == counts["stage2_code"] > 0  # one LoRA through both stages
 
     table = pd.read_csv(run_dir / "metrics.csv")
     assert list(table.columns) == TIDY_COLUMNS
-    assert table.equals(metrics.reset_index(drop=True)) or len(table) == len(metrics)
+    # what was written is what was returned (CSV floats round-trip exactly)
+    pd.testing.assert_frame_equal(
+        table, metrics.reset_index(drop=True), check_dtype=False, check_exact=True
+    )
     nll = table[table.metric == "holdout_nll"]
     assert sorted(nll.stage.unique()) == [0, 1, 2]
     assert set(nll.eval_domain) == {"prose", "code"}
@@ -78,6 +83,40 @@ def test_every_protocol_completes(tiny_cfg, tmp_path: Path, method: str, adapter
     if "crma" in method:
         spectral = metrics[metrics.metric == "crma_spectral_norm"]
         assert len(spectral) == 3 and spectral.value.le(1 + 1e-5).all()
+
+
+def _numel(path: Path) -> int:
+    return sum(t.numel() for t in load_file(path).values())
+
+
+def test_trainable_parameters_count_what_each_stage_trains(tiny_cfg, tmp_path: Path) -> None:
+    """run_info's per-stage counts: the stage's LoRA (a fresh one per stage for the per-domain
+    protocols, so frozen earlier adapters must not be counted) plus the CRMA where there is one."""
+    counts, lora, crma = {}, {}, {}
+    for method in ("lora", "frozen_lora", "crma", "modular_crma"):
+        run_dir = tmp_path / method
+        run_experiment(tiny_cfg(f"method={method}", "train.steps=1"), run_dir)
+        info = json.loads((run_dir / "run_info.json").read_text())
+        counts[method] = info["trainable_parameters"]
+        assert list(counts[method]) == ["stage1_prose", "stage2_code"], method
+        for stage, domain in [(1, "prose"), (2, "code")]:
+            adapters = run_dir / "adapters" / f"stage{stage}_{domain}"
+            own = domain if "frozen" in method or "modular" in method else "sequential"
+            lora[method, stage] = _numel(adapters / own / "adapter_model.safetensors")
+            if "crma" in method:
+                crma[method, stage] = _numel(adapters / "crma" / "crma.safetensors")
+
+    size = lora["lora", 1]  # one LoRA of this config on tiny_random
+    assert size > 0 and set(lora.values()) == {size}
+    crma_size = crma["crma", 1]
+    assert crma_size > 0 and set(crma.values()) == {crma_size}
+    for method in ("lora", "frozen_lora"):  # each stage trains exactly one LoRA
+        assert counts[method] == {"stage1_prose": size, "stage2_code": size}, method
+    for method in ("crma", "modular_crma"):  # ... and the shared CRMA beside it
+        expected = size + crma_size
+        assert counts[method] == {"stage1_prose": expected, "stage2_code": expected}, method
+    for stage in ("stage1_prose", "stage2_code"):
+        assert counts["modular_crma"][stage] - counts["frozen_lora"][stage] == crma_size
 
 
 # bitsandbytes repacks 4-bit weights for CPU inference after an eval pass and then trains through

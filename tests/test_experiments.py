@@ -1,0 +1,79 @@
+"""The benchmark scripts in experiments/: they parse their options, and the JSON they write
+records where the numbers came from (commit, dirty tree, package versions, machine)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = ["bench_crma_step_time", "bench_eval_throughput"]
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the scripts put the checkout first
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_script_parses_help(name: str, monkeypatch, capsys) -> None:
+    module = _load(name, monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--out" in out and "--model" in out
+
+
+def _check_provenance(result: dict, written: Path) -> None:
+    assert json.loads(written.read_text()) == json.loads(json.dumps(result))
+    assert re.fullmatch(r"[0-9a-f]{40}", result["git_sha"])  # the tests run in a git checkout
+    assert isinstance(result["git_dirty"], bool)
+    packages = result["packages"]
+    assert packages["torch"] and packages["transformers"] and packages["peft"]
+    machine = result["machine"]
+    assert machine["platform"] and machine["python"] and machine["cpu_count"] >= 1
+    assert "torch_threads" in machine and "cuda" in machine
+
+
+def test_crma_step_time_bench_records_provenance(tmp_path: Path, monkeypatch) -> None:
+    module = _load("bench_crma_step_time", monkeypatch)
+    out = tmp_path / "bench.json"
+    args = [
+        "--model", "tiny_random", "--repeats", "1", "--warmup", "0", "--batch", "2",
+        "--block-len", "16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+    ]  # fmt: skip
+    result = module.main(args)
+    assert result["median_step_s"]["lora"] > 0 and result["crma_parameters"] > 0
+    _check_provenance(result, out)
+
+
+def test_eval_throughput_bench_records_provenance(tmp_path: Path, monkeypatch) -> None:
+    module = _load("bench_eval_throughput", monkeypatch)
+    monkeypatch.setenv("CONTINUAL_CACHE", str(tmp_path / "cache"))
+    build_domain = module.build_domain
+
+    def few_documents(name, cfg, *args, **kwargs):  # the default domain, cut to seconds
+        small = {k: v for k, v in {"max_documents": 40, "holdout_documents": 8}.items() if k in cfg}
+        return build_domain(name, OmegaConf.merge(cfg, small), *args, **kwargs)
+
+    monkeypatch.setattr(module, "build_domain", few_documents)
+    out = tmp_path / "bench.json"
+    args = [
+        "--model", "tiny_random", "--blocks", "2", "--block-len", "32", "--batch-size", "2",
+        "--repeats", "1", "--out", str(out),
+    ]  # fmt: skip
+    result = module.main(args)
+    assert [row["method"] for row in result["rows"]][0] == "continual.holdout_nll"
+    _check_provenance(result, out)
+    assert result["machine"]["device"] == "cpu"
