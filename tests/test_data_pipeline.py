@@ -14,16 +14,13 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from continual.data.clean import clean_text
+from continual.data.dedup import deduplicate
 from continual.data.documents import Document
-from continual.data.pipeline import (
-    DomainData,
-    build_domain,
-    clean_text,
-    deduplicate,
-    pack_blocks,
-    split_documents,
-)
+from continual.data.domain import DomainData, build_domain
+from continual.data.pack import pack_blocks
 from continual.data.sources import load_documents
+from continual.data.split import split_documents
 from continual.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"

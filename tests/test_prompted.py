@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from continual.data.pipeline import build_domain
+from continual.data.domain import build_domain
 from continual.errors import ConfigError, DataError
 from continual.eval.holdout import holdout_nll
 from continual.eval.prompted import prompt_contexts, prompted_holdout_nll
