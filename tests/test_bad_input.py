@@ -76,7 +76,7 @@ def test_block_longer_than_context(tiny_cfg, tmp_path: Path) -> None:
 
 def test_corrupt_data_file_names_file_and_line(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg()
-    bad = Path(cfg.domains.code.params.path)
+    bad = Path(cfg.domains.code.source.path)
     lines = bad.read_text().splitlines()
     lines[6] = '{"text": "unterminated'
     bad.write_text("\n".join(lines) + "\n")
@@ -85,7 +85,7 @@ def test_corrupt_data_file_names_file_and_line(tiny_cfg, tmp_path: Path) -> None
 
 def test_empty_data_file(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg()
-    Path(cfg.domains.prose.params.path).write_text("")
+    Path(cfg.domains.prose.source.path).write_text("")
     _run_fails(cfg, tmp_path, DataError, "prose.jsonl")
 
 

@@ -21,7 +21,7 @@ from continual.data.dedup import deduplicate
 from continual.data.documents import Document
 from continual.data.overlap import leakage_safe_holdout, overlap_fractions
 from continual.data.pack import pack_holdout_blocks, pack_train_blocks
-from continual.data.sources import load_documents, to_plain
+from continual.data.sources import BUILTIN_READERS, load_documents, to_plain
 from continual.data.split import check_unique_ids, rank_documents, split_documents
 from continual.errors import ConfigError, DataError
 
@@ -63,7 +63,8 @@ def build_domain(
 
     Args:
         name: Domain name (also the default split salt).
-        domain_cfg: Mapping (dict or ``DictConfig``) with ``source``, ``params``,
+        domain_cfg: Mapping (dict or ``DictConfig``) with ``source`` (a ``_target_`` node
+            naming the reader, its params beside it; see :mod:`continual.data.sources`),
             ``max_documents`` (int or null), ``holdout_documents`` (int), ``near_dedup``
             (bool), ``min_chars`` (drop shorter documents after cleaning), ``holdout_only``
             (bool: evaluation-only domain: nothing is trained on, the first
@@ -153,7 +154,15 @@ def _checked_config(
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"domain {name!r}: config must be a mapping, got {type(cfg).__name__}.")
     if "source" not in cfg:
-        raise ConfigError(f"domain {name!r} has no `source`; add e.g. `source: jsonl`.")
+        raise ConfigError(
+            f"domain {name!r} has no `source`; add e.g. `source: {{_target_: "
+            f"{BUILTIN_READERS['jsonl']}, path: my.jsonl}}`."
+        )
+    if "params" in cfg:
+        raise ConfigError(
+            f"domain {name!r}: `params` is no longer read; move its keys under `source`, beside "
+            "`_target_`."
+        )
     max_overlap = cfg.get("max_holdout_overlap", DEFAULT_MAX_OVERLAP)
     if max_overlap is not None and not 0.0 <= float(max_overlap) < 1.0:
         raise ConfigError(
@@ -177,7 +186,7 @@ def _checked_config(
 def _read_documents(name: str, cfg: Mapping[str, Any]) -> tuple[list[Document], dict[str, int]]:
     """Read, clean, drop short documents and deduplicate; return the documents and counts."""
     min_chars = int(cfg.get("min_chars") or 0)
-    raw = load_documents(cfg["source"], cfg.get("params") or {}, cfg.get("max_documents"))
+    raw = load_documents(cfg["source"], cfg.get("max_documents"))
     cleaned = [Document(d.doc_id, clean_text(d.text)) for d in raw]
     long_enough = [d for d in cleaned if len(d.text) >= max(min_chars, 1)]
     docs, n_exact, n_near = deduplicate(

@@ -60,7 +60,7 @@ def check_unique_ids(docs: Sequence[Document]) -> None:
             raise DataError(
                 f"document id {doc.doc_id!r} occurs more than once; ids must be unique so that "
                 "a document lands on one side of the train/holdout split. For jsonl/hf sources "
-                "set `params.id_field` to a unique column, or leave it out to use line/row "
+                "set `source.id_field` to a unique column, or leave it out to use line/row "
                 "numbers."
             )
         seen.add(doc.doc_id)

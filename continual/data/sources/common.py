@@ -20,7 +20,7 @@ def existing_path(path: str | os.PathLike[str], what: str) -> Path:
     if not p.exists():
         raise DataError(
             f"{what} not found: {p.resolve()} (current directory: {Path.cwd()}); check the path "
-            "in the domain config's `params`."
+            "in the domain config's `source`."
         )
     return p
 
@@ -47,7 +47,7 @@ def decode_utf8(data: bytes, path: Path) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         raise DataError(
             f"{path}:{line}: not valid UTF-8 text (byte offset {e.start}); is it a binary file? "
-            "Convert it to UTF-8 or point the source at a text file."
+            "Convert it to UTF-8 or point `source` at a text file."
         ) from e
 
 

@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from continual.data.documents import Document
-from continual.data.sources.loader import register_source
 from continual.errors import DataError
 
 
-@register_source("hf")
 def read_hf(
     *,
     path: str,
@@ -60,18 +58,18 @@ def read_hf(
             raise DataError(
                 f"Hugging Face dataset {path!r} (config {name!r}) could not be fetched and is "
                 f"not in the local datasets cache ({e}). It needs internet once (then it is "
-                "cached), or set `params.path` to a local directory (save_to_disk output), or "
-                "use the `jsonl`/`text` source with a local file."
+                "cached), or set `source.path` to a local directory (save_to_disk output), or "
+                "point `source._target_` at read_jsonl or read_text with a local file."
             ) from e
         except FileNotFoundError as e:
             raise DataError(
                 f"Hugging Face dataset {path!r} (config {name!r}, data_files {data_files!r}) "
-                f"was not found: {e}. Check `params.path`/`params.data_files`."
+                f"was not found: {e}. Check `source.path`/`source.data_files`."
             ) from e
         except Exception as e:  # datasets raises many types; keep the cause chained
             raise DataError(
                 f"loading Hugging Face dataset {path!r} (config {name!r}, split {split!r}) "
-                f"failed: {type(e).__name__}: {e}. Check `params` (path, name, split, "
+                f"failed: {type(e).__name__}: {e}. Check the `source` params (path, name, split, "
                 "data_files, revision)."
             ) from e
     yield from _iter_hf_rows(ds, path, text_field, id_field)
@@ -89,7 +87,7 @@ def _load_from_disk(datasets: Any, local: Path, split: str) -> Any:
         if split not in ds:
             raise DataError(
                 f"saved dataset {local} has no split {split!r} (splits: {list(ds)}); set "
-                "`params.split`."
+                "`source.split`."
             )
         ds = ds[split]
     return ds
@@ -102,7 +100,7 @@ def _iter_hf_rows(ds: Any, path: str, text_field: str, id_field: str | None) -> 
             if field is not None and field not in columns:
                 raise DataError(
                     f"dataset {path!r} has no column {field!r} (columns: {columns}); set "
-                    f"`params.{role}`."
+                    f"`source.{role}`."
                 )
         ds = ds.select_columns([c for c in (text_field, id_field) if c is not None])
     index = 0
@@ -110,20 +108,20 @@ def _iter_hf_rows(ds: Any, path: str, text_field: str, id_field: str | None) -> 
         if text_field not in batch:
             raise DataError(
                 f"dataset {path!r} has no column {text_field!r} (columns: {list(batch)}); set "
-                "`params.text_field`."
+                "`source.text_field`."
             )
         ids = batch.get(id_field) if id_field is not None else None
         if id_field is not None and ids is None:
             raise DataError(
                 f"dataset {path!r} has no column {id_field!r} (columns: {list(batch)}); set "
-                "`params.id_field` or leave it out to use row numbers."
+                "`source.id_field` or leave it out to use row numbers."
             )
         for j, text in enumerate(batch[text_field]):
             row = index + j
             if text is not None and not isinstance(text, str):
                 raise DataError(
                     f"dataset {path!r} row {row}: field {text_field!r} is a "
-                    f"{type(text).__name__}, not a string; set `params.text_field` to a text "
+                    f"{type(text).__name__}, not a string; set `source.text_field` to a text "
                     "column."
                 )
             doc_id = str(ids[j]) if ids is not None else str(row)

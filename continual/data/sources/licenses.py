@@ -8,14 +8,12 @@ from pathlib import Path
 
 from continual.data.documents import Document
 from continual.data.sources.common import decode_utf8, existing_path, package_file, read_bytes
-from continual.data.sources.loader import register_source
 from continual.errors import DataError
 
 _LICENSES_PIP = "pip install licensedcode-data==32.1.0"
 _DEPRECATED = re.compile(r"^is_deprecated:\s*(yes|true)\s*$", re.MULTILINE | re.IGNORECASE)
 
 
-@register_source("licenses")
 def read_licenses(
     *, path: str | None = None, include_deprecated: bool = False
 ) -> Iterator[Document]:
@@ -37,7 +35,7 @@ def read_licenses(
         directory = existing_path(path, "licence directory")
     files = sorted(directory.glob("*.LICENSE"), key=lambda f: f.stem)  # base key first
     if not files:
-        raise DataError(f"no *.LICENSE files in {directory}; point `params.path` at ScanCode data.")
+        raise DataError(f"no *.LICENSE files in {directory}; point `source.path` at ScanCode data.")
     for file in files:
         text = decode_utf8(read_bytes(file), file)
         front, body = _split_front_matter(text, file)

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from continual.data.documents import Document
 from continual.data.sources.common import decode_utf8, existing_path, read_bytes
-from continual.data.sources.loader import register_source
 from continual.errors import DataError
 
 
-@register_source("jsonl")
 def read_jsonl(
     *, path: str, text_field: str = "text", id_field: str | None = None
 ) -> Iterator[Document]:
@@ -28,7 +26,7 @@ def read_jsonl(
     """
     file = existing_path(path, "JSONL file")
     if file.is_dir():
-        raise DataError(f"{file} is a directory; `params.path` of a jsonl source must be a file.")
+        raise DataError(f"{file} is a directory; `source.path` of the jsonl reader must be a file.")
     empty = True
     for number, line in _numbered_lines(file):
         if not line.strip():
@@ -49,13 +47,13 @@ def read_jsonl(
         if text_field not in row:
             raise DataError(
                 f"{file}:{number}: no field {text_field!r} (fields: {sorted(row)}); set "
-                "`params.text_field` or fix that line."
+                "`source.text_field` or fix that line."
             )
         text = row[text_field]
         if text is not None and not isinstance(text, str):
             raise DataError(
                 f"{file}:{number}: field {text_field!r} is a {type(text).__name__}, not a "
-                "string; fix that line or set `params.text_field`."
+                "string; fix that line or set `source.text_field`."
             )
         if id_field is None:
             doc_id = str(number)
@@ -64,11 +62,11 @@ def read_jsonl(
         else:
             raise DataError(
                 f"{file}:{number}: no id field {id_field!r}; add it to that line or leave "
-                "`params.id_field` out to use line numbers."
+                "`source.id_field` out to use line numbers."
             )
         yield Document(doc_id=doc_id, text=text or "")
     if empty:
-        raise DataError(f"{file} is empty; add one JSON object per line or fix `params.path`.")
+        raise DataError(f"{file} is empty; add one JSON object per line or fix `source.path`.")
 
 
 def _numbered_lines(file: Path) -> Iterator[tuple[int, str]]:
@@ -95,7 +93,6 @@ def _numbered_lines(file: Path) -> Iterator[tuple[int, str]]:
 _TEXT_SUFFIXES = (".txt", ".md")
 
 
-@register_source("text")
 def read_text(*, path: str) -> Iterator[Document]:
     """Local plain text.
 
@@ -113,7 +110,7 @@ def read_text(*, path: str) -> Iterator[Document]:
         )
         if not files:
             raise DataError(
-                f"no .txt or .md files in directory {target}; add some or fix `params.path`."
+                f"no .txt or .md files in directory {target}; add some or fix `source.path`."
             )
         found = False
         for file in files:

