@@ -56,6 +56,15 @@ def test_unknown_target_names_it_and_lists_builtin_readers(target: str) -> None:
     assert all(t in message for t in BUILTIN_READERS.values())
 
 
+def test_source_without_target_or_in_the_old_short_form() -> None:
+    with pytest.raises(ConfigError, match=r"no `_target_`.*read_jsonl"):
+        load_documents({"path": "x.jsonl"})
+    with pytest.raises(ConfigError, match=rf"old short form.*`_target_: {re.escape(PUBMED)}`"):
+        load_documents("pubmed")
+    with pytest.raises(ConfigError, match="must be a node with `_target_`"):
+        load_documents(["x"])
+
+
 def test_unknown_and_missing_params_are_config_errors(tmp_path: Path) -> None:
     pattern = rf"unknown param.*'text_feild'.*{re.escape(JSONL)}.*accepts: path, text_field"
     with pytest.raises(ConfigError, match=pattern):
@@ -64,6 +73,20 @@ def test_unknown_and_missing_params_are_config_errors(tmp_path: Path) -> None:
         load_documents({"_target_": JSONL})
     with pytest.raises(ConfigError, match="max_documents"):
         load_documents({"_target_": WIKI}, max_documents=0)
+
+
+def test_reader_that_yields_nothing_or_no_documents(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("a paragraph")
+    with pytest.raises(DataError, match=r"read_text_lines.*produced no documents"):
+        load_documents({"_target_": f"{__name__}.read_text_lines", "path": str(path), "skip": 1})
+    with pytest.raises(ConfigError, match="must yield continual.data.documents.Document"):
+        load_documents({"_target_": f"{__name__}.read_text_lines", "path": str(path)})
+
+
+def read_text_lines(*, path: str, skip: int = 0) -> list[str]:
+    """A user reader with a mistake: it returns strings, not documents."""
+    return Path(path).read_text().splitlines()[skip:]
 
 
 def test_omegaconf_params_and_missing_values() -> None:
