@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.config.validate import validate_config, validate_for_model
-from continual.data.pipeline import DomainData, build_domain
+from continual.data.domain import DomainData, build_domain
 from continual.errors import ConfigError, ContinualError
 from continual.eval.holdout import holdout_nll
 from continual.methods import build_method

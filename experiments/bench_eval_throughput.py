@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from continual.data.pipeline import build_domain  # noqa: E402
+from continual.data.domain import build_domain  # noqa: E402
 from continual.eval.holdout import holdout_nll  # noqa: E402
 from continual.eval.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402

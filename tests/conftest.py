@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
+JSONL_READER = "continual.data.sources.local_files.read_jsonl"
 
 TINY = [
     "model=tiny_random",
@@ -93,12 +94,12 @@ def tiny_cfg(local_domains: dict[str, Path], tmp_path: Path) -> Callable[..., Di
             cfg.cache_dir = str(tmp_path / "cache")
             cfg.sequence.order = ["prose", "code"]
             template = {
-                "source": "jsonl", "params": {"text_field": "text", "id_field": None},
+                "source": {"_target_": JSONL_READER, "text_field": "text", "id_field": None},
                 "max_documents": None, "holdout_documents": 8, "near_dedup": False,
                 "min_chars": 20, "holdout_only": False,
             }  # fmt: skip
             cfg.domains = {
-                name: {**template, "params": {**template["params"], "path": str(path)}}
+                name: {**template, "source": {**template["source"], "path": str(path)}}
                 for name, path in local_domains.items()
             }
         return cfg

@@ -76,16 +76,34 @@ def test_block_longer_than_context(tiny_cfg, tmp_path: Path) -> None:
 
 def test_corrupt_data_file_names_file_and_line(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg()
-    bad = Path(cfg.domains.code.params.path)
+    bad = Path(cfg.domains.code.source.path)
     lines = bad.read_text().splitlines()
     lines[6] = '{"text": "unterminated'
     bad.write_text("\n".join(lines) + "\n")
     _run_fails(cfg, tmp_path, DataError, str(bad), "7")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "needles"),
+    [
+        ("_target_", "continual.data.sources.local_files.read_jsnl",
+         ["`_target_: continual.data.sources.local_files.read_jsnl`",
+          "continual.data.sources.local_files.read_jsonl", "medline.read_pubmed"]),
+        ("text_feild", "body",
+         ["unknown param(s) ['text_feild']", "local_files.read_jsonl",
+          "accepts: path, text_field, id_field"]),
+    ],
+)  # fmt: skip
+def test_bad_reader_in_domain_config(tiny_cfg, tmp_path: Path, key, value, needles) -> None:
+    cfg = tiny_cfg()
+    with open_dict(cfg):
+        cfg.domains.code.source[key] = value
+    _run_fails(cfg, tmp_path, ConfigError, *needles)
+
+
 def test_empty_data_file(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg()
-    Path(cfg.domains.prose.params.path).write_text("")
+    Path(cfg.domains.prose.source.path).write_text("")
     _run_fails(cfg, tmp_path, DataError, "prose.jsonl")
 
 

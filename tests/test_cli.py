@@ -21,8 +21,8 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
 def _tiny_overrides(local_domains: dict[str, Path]) -> list[str]:
     return [
         "+sequence=med_code", "model=tiny_random", "eval.general_domain=null",
-        "domain@domains.med=local_jsonl", f"domains.med.params.path={local_domains['prose']}",
-        "domain@domains.code=local_jsonl", f"domains.code.params.path={local_domains['code']}",
+        "domain@domains.med=local_jsonl", f"domains.med.source.path={local_domains['prose']}",
+        "domain@domains.code=local_jsonl", f"domains.code.source.path={local_domains['code']}",
         "domains.med.holdout_documents=8", "domains.code.holdout_documents=8",
         "train.steps=2", "train.batch_size=2", "train.block_len=32", "train.warmup_steps=0",
         "eval.holdout_blocks=2", "eval.batch_size=2", "logger=none",

@@ -14,19 +14,18 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from continual.data.clean import clean_text
+from continual.data.dedup import deduplicate
 from continual.data.documents import Document
-from continual.data.pipeline import (
-    DomainData,
-    build_domain,
-    clean_text,
-    deduplicate,
-    pack_blocks,
-    split_documents,
-)
+from continual.data.domain import DomainData, build_domain
+from continual.data.pack import pack_blocks
 from continual.data.sources import load_documents
+from continual.data.split import split_documents
 from continual.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
+JSONL_READER = "continual.data.sources.local_files.read_jsonl"
+LICENSES_READER = "continual.data.sources.licenses.read_licenses"
 WORDS_PER_DOC = 30
 
 
@@ -58,8 +57,7 @@ def corpus(tmp_path: Path) -> Path:
 
 def _cfg(path: Path, **overrides: object) -> dict:
     cfg = {
-        "source": "jsonl",
-        "params": {"path": str(path)},
+        "source": {"_target_": JSONL_READER, "path": str(path)},
         "max_documents": None,
         "holdout_documents": 10,
         "near_dedup": False,
@@ -97,7 +95,7 @@ def test_exact_dedup_ignores_case_and_whitespace_and_keeps_first() -> None:
 
 
 def test_near_dedup_removes_bsd_variant_that_differs_in_a_name() -> None:
-    docs = load_documents("licenses", {"path": str(FIXTURES / "licenses")})
+    docs = load_documents({"_target_": LICENSES_READER, "path": str(FIXTURES / "licenses")})
     assert [d.doc_id for d in docs] == ["bsd-acme", "bsd-example-university", "mit"]
     kept, exact, near = deduplicate(docs, near=True)
     assert [d.doc_id for d in kept] == ["bsd-acme", "mit"]
@@ -251,6 +249,8 @@ def test_build_domain_too_few_documents_and_training_tokens(tmp_path: Path, toke
 
 def test_build_domain_config_errors(corpus: Path, tokenizer) -> None:
     with pytest.raises(ConfigError, match="no `source`"):
-        build_domain("x", {"params": {}}, tokenizer, 16, 1)
+        build_domain("x", {"holdout_documents": 10}, tokenizer, 16, 1)
+    with pytest.raises(ConfigError, match=r"`params` is no longer read.*beside `_target_`"):
+        build_domain("x", {**_cfg(corpus), "params": {"path": str(corpus)}}, tokenizer, 16, 1)
     with pytest.raises(ConfigError, match="holdout_blocks"):
         build_domain("x", _cfg(corpus), tokenizer, 16, 0)

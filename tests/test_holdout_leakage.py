@@ -7,8 +7,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from continual.data.documents import Document
+from continual.data.domain import build_domain
 from continual.data.overlap import leakage_safe_holdout, overlap_fractions
-from continual.data.pipeline import build_domain
 from continual.models.loading import load_model
 from tests.conftest import CONF, compose_config
 

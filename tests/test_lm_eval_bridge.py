@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from continual.data.documents import Document
-from continual.data.pipeline import DomainData
+from continual.data.domain import DomainData
 from continual.errors import ConfigError, DataError
 from continual.eval.holdout import holdout_nll
 from continual.eval.lm_eval_bridge import evaluate_tasks, nll_to_bits_per_byte, write_holdout_tasks

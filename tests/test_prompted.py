@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from continual.data.pipeline import build_domain
+from continual.data.domain import build_domain
 from continual.errors import ConfigError, DataError
 from continual.eval.holdout import holdout_nll
 from continual.eval.prompted import prompt_contexts, prompted_holdout_nll
 from continual.models.loading import load_model
-from tests.conftest import CONF, _write_jsonl, prose_texts
+from tests.conftest import CONF, JSONL_READER, _write_jsonl, prose_texts
 
 BLOCK = 48
 CPU = torch.device("cpu")
@@ -34,7 +34,8 @@ def domain(tiny, tmp_path_factory: pytest.TempPathFactory):
         texts[i] = texts[i][:40]
     path = _write_jsonl(tmp_path_factory.mktemp("data") / "prose.jsonl", texts)
     cfg = {
-        "source": "jsonl", "params": {"path": str(path), "text_field": "text", "id_field": None},
+        "source": {"_target_": JSONL_READER, "path": str(path), "text_field": "text",
+                   "id_field": None},
         "max_documents": None, "holdout_documents": 6, "near_dedup": False, "min_chars": 20,
     }  # fmt: skip
     return build_domain("prose", cfg, tiny.tokenizer, BLOCK, holdout_blocks=6)

@@ -316,8 +316,8 @@ def test_report_on_a_real_tiny_sweep(local_domains: dict[str, Path], tmp_path: P
     cmd = [
         sys.executable, "-m", "continual.run", "-m", "+sequence=med_code", "model=tiny_random",
         "eval.general_domain=null",
-        "domain@domains.med=local_jsonl", f"domains.med.params.path={local_domains['prose']}",
-        "domain@domains.code=local_jsonl", f"domains.code.params.path={local_domains['code']}",
+        "domain@domains.med=local_jsonl", f"domains.med.source.path={local_domains['prose']}",
+        "domain@domains.code=local_jsonl", f"domains.code.source.path={local_domains['code']}",
         "domains.med.holdout_documents=8", "domains.code.holdout_documents=8",
         "train.steps=3", "train.batch_size=2", "train.block_len=32", "eval.holdout_blocks=2",
         "eval.batch_size=2", "eval.prompted_context_tokens=32", "logger=none",

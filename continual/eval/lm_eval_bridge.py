@@ -42,7 +42,7 @@ import yaml
 from continual.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from continual.data.pipeline import DomainData
+    from continual.data.domain import DomainData
 
 log = logging.getLogger(__name__)
 
