@@ -209,16 +209,17 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     if done == len(order) and (run_dir / "metrics.csv").is_file():
         print(f"{run_dir} already holds a complete run; nothing to do.")
         return pd.read_csv(run_dir / "metrics.csv")
+    ids = {
+        "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
+        "model": cfg.model.name, "seed": int(cfg.seed),
+    }  # fmt: skip
+    logger = build_logger(cfg, run_dir, ids)  # checks the tracker config before model work
 
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     data = prepare_data(cfg, loaded, names)
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     method = build_method(cfg.method)
     model = method.setup(loaded.model)
-    ids = {
-        "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
-        "model": cfg.model.name, "seed": int(cfg.seed),
-    }  # fmt: skip
     tasks_dir = _lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     sha, dirty = git_state(PROJECT_ROOT)
@@ -228,7 +229,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
-    logger = build_logger(cfg, run_dir, ids)
     logger.start(resolved)
     try:
         if done:

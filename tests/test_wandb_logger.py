@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.errors import ConfigError
-from continual.tracking.base import build_logger
+from continual.tracking.base import RunLogger, build_logger
 from continual.tracking.wandb_run import WandbLogger, has_api_key, resolve_mode
 from tests.conftest import compose_config
 
@@ -52,10 +52,20 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def make_cfg(**logger: Any) -> DictConfig:
-    base = {"name": "wandb", "project": "continual", "entity": None, "mode": None, "tags": []}
+    base = {
+        "_target_": "continual.tracking.wandb_run.WandbLogger", "name": "wandb",
+        "project": "continual", "entity": None, "mode": None, "tags": [], "group": None,
+    }  # fmt: skip
     return OmegaConf.create(
         {"logger": {**base, **logger}, "sequence": {"name": "med_code", "order": ORDER}}
     )
+
+
+def make_logger(run_dir: Path, **logger: Any) -> WandbLogger:
+    """A WandbLogger built the way the recipe builds it, from a logger config."""
+    built = build_logger(make_cfg(**logger), run_dir, IDS)
+    assert isinstance(built, WandbLogger)
+    return built
 
 
 def fake_results() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
@@ -139,7 +149,7 @@ def test_offline_run_is_readable_and_holds_no_secret(
     monkeypatch.setenv("CONTINUAL_SENTINEL", SENTINEL)
     run_dir = wandb_env / "runs" / "2026_med_code_lora_seed3"
     run_dir.mkdir(parents=True)
-    logger = WandbLogger(make_cfg(tags=["pilot"]), run_dir, IDS)
+    logger = make_logger(run_dir, tags=["pilot"])
     assert (logger.mode, logger.why) == ("offline", "WANDB_MODE=offline")
     drive(logger)
     assert logger._run.settings.api_key == FAKE_KEY  # wandb did hold the key
@@ -208,7 +218,7 @@ def test_auto_mode_without_key_goes_offline_once_and_survives_tracker_errors(
     """Two jobs of one sweep in one process: the first breaks and never finishes."""
     assert not has_api_key()
     sweep = wandb_env / "multirun" / "2026-01-01_00-00-00_med_code"
-    first, second = (WandbLogger(make_cfg(), sweep / job, IDS) for job in ("lora_s3", "crma_s3"))
+    first, second = (make_logger(sweep / job) for job in ("lora_s3", "crma_s3"))
     for logger in (first, second):
         logger.run_dir.mkdir(parents=True)
         logger.multirun = True
@@ -248,10 +258,9 @@ def test_disabled_mode_writes_nothing(
 ) -> None:
     if how == "env":
         monkeypatch.setenv("WANDB_MODE", "disabled")
-    cfg = make_cfg(mode="disabled") if how == "config" else make_cfg()
     run_dir = wandb_env / "run"
     run_dir.mkdir()
-    logger = WandbLogger(cfg, run_dir, IDS)
+    logger = make_logger(run_dir, mode="disabled") if how == "config" else make_logger(run_dir)
     assert logger.mode == "disabled"
     drive(logger)
     logger.finish("failed")
@@ -271,7 +280,7 @@ def test_init_failure_falls_back_then_disables(
         raise ConnectionError("no network")
 
     monkeypatch.setattr(wandb, "init", failing_init)
-    logger = WandbLogger(make_cfg(), wandb_env, IDS)
+    logger = make_logger(wandb_env)
     assert logger.mode == "online"
     drive(logger)
     logger.finish("complete")
@@ -311,5 +320,21 @@ def test_config_group_names_and_run_id(wandb_env: Path) -> None:
     assert logger.group() == "med_code"
     logger.multirun = True
     assert logger.group() == "2026-01-01_00-00-00_med_code"
-    assert logger.run_id() == WandbLogger(cfg, job_dir, IDS).run_id()
-    assert logger.run_id() != WandbLogger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
+    assert logger.run_id() == build_logger(cfg, job_dir, IDS).run_id()
+    assert logger.run_id() != build_logger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
+
+
+def test_logger_config_errors_name_the_fix(tmp_path: Path) -> None:
+    cfg = compose_config(["+sequence=med_code", "logger=none"])
+    assert type(build_logger(cfg, tmp_path, IDS)) is RunLogger
+    cfg.logger._target_ = "continual.tracking.nowhere.Logger"
+    with pytest.raises(ConfigError, match="cannot be loaded.*logger=wandb or logger=none"):
+        build_logger(cfg, tmp_path, IDS)
+    cfg.logger._target_ = "collections.OrderedDict"
+    with pytest.raises(ConfigError, match="not a RunLogger"):
+        build_logger(cfg, tmp_path, IDS)
+    untargeted = compose_config(["+sequence=med_code", "logger=none", "~logger._target_"])
+    with pytest.raises(ConfigError, match="no _target_"):
+        build_logger(untargeted, tmp_path, IDS)
+    with pytest.raises(ConfigError, match="logger.mode"):
+        build_logger(compose_config(["logger=wandb", "logger.mode=sideways"]), tmp_path, IDS)
