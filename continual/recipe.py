@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from continual import metrics as clm
 from continual.config.validate import validate_config
 from continual.data.pipeline import DomainData, build_domain
-from continual.errors import ConfigError, ContinualError
-from continual.eval.holdout import holdout_nll
+from continual.errors import ConfigError
+from continual.eval.suite import evaluate_all, prepare_lm_eval_tasks, prompted_baseline
 from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
@@ -73,94 +73,6 @@ def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict
             f"blocks ({time.perf_counter() - started:.1f} s)"
         )
     return data
-
-
-def evaluate_all(
-    method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
-    stage: int, tokenizer: Any = None, tasks_dir: Path | None = None,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Holdout NLL of every domain, each under the model the method serves for it; plus the
-    configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
-    model) and the method's diagnostics."""
-    values: dict[tuple[str, str], float] = {}
-    for name, domain in data.items():
-        with method.serving(name):
-            nll, _ = holdout_nll(
-                model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
-            )
-            if cfg.eval.lm_eval_holdout:
-                values.update(
-                    _lm_eval(model, tokenizer, [f"continual_{name}"], name, cfg, tasks_dir)
-                )
-        values[(name, "holdout_nll")] = nll
-    extra = list(cfg.eval.lm_eval_tasks or [])
-    if extra:
-        general = cfg.eval.get("general_domain") or "general"
-        with method.serving(general):
-            values.update(_lm_eval(model, tokenizer, extra, None, cfg, tasks_dir))
-    for key, value in method.diagnostics().items():
-        values[("all", key)] = value
-    return values
-
-
-def _lm_eval_tasks(
-    cfg: DictConfig, data: dict[str, DomainData], tokenizer: Any, run_dir: Path, fresh: bool
-) -> Path | None:
-    """Write the holdout lm-eval tasks into ``run_dir/lm_eval_tasks`` and build every
-    configured task once, so that an unknown task or missing dataset fails before any model
-    work (a fresh run then leaves nothing behind)."""
-    if not (cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks):
-        return None
-    from continual.eval.lm_eval_bridge import check_tasks, write_holdout_tasks
-
-    tasks_dir = run_dir / "lm_eval_tasks"
-    unit = cfg.eval.get("lm_eval_unit", "documents")
-    names = write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=tokenizer)
-    try:
-        own = names if cfg.eval.lm_eval_holdout else []
-        check_tasks([*own, *(cfg.eval.lm_eval_tasks or [])], tasks_dir)
-    except ContinualError:
-        if fresh:
-            shutil.rmtree(tasks_dir, ignore_errors=True)
-        raise
-    return tasks_dir
-
-
-def _lm_eval(
-    model: Any, tokenizer: Any, tasks: list[str], domain: str | None, cfg: DictConfig,
-    tasks_dir: Path | None,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """lm-eval results as (eval_domain, "lm_eval/<metric>") entries (task name as the domain
-    for extra tasks)."""
-    from continual.eval.lm_eval_bridge import evaluate_tasks
-
-    results = evaluate_tasks(
-        model, tokenizer, tasks, tasks_dir, cfg.eval.batch_size, limit=cfg.eval.lm_eval_limit
-    )
-    return {
-        (domain or task, f"lm_eval/{metric}"): value
-        for task, metrics in results.items()
-        for metric, value in metrics.items()
-    }
-
-
-def prompted_baseline(
-    method: Method, model: Any, tokenizer: Any, data: dict[str, DomainData], order: list[str],
-    cfg: DictConfig, device: torch.device,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Stage-0 prompted baseline: the base model (as served before any training) scored on each
-    trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
-    from continual.eval.prompted import prompted_holdout_nll
-
-    values = {}
-    for name in order:
-        with method.serving(name):
-            values[(name, "prompted_nll")] = prompted_holdout_nll(
-                model, tokenizer, data[name].holdout_blocks, data[name].train_docs,
-                k=int(cfg.eval.prompted_k), context_tokens=int(cfg.eval.prompted_context_tokens),
-                batch_size=int(cfg.eval.batch_size), device=device,
-            )  # fmt: skip
-    return values
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
@@ -220,7 +132,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     method = build_method(cfg.method)
     model = method.setup(loaded.model)
-    tasks_dir = _lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
+    tasks_dir = prepare_lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     sha, dirty = git_state(PROJECT_ROOT)
     info = {
