@@ -3,13 +3,15 @@
 ``run_experiment`` is what ``python -m continual.run`` calls. A run directory holds:
 config.yaml (resolved, secrets redacted), run_info.json, metrics.csv (tidy), train_log.csv,
 loss_matrix.csv, forgetting.csv, adapters/stage<k>_<domain>/ (safetensors + config) and
-progress.json, the commit point after each finished stage (a rerun resumes after it).
+progress.json, the commit point after each finished stage (a rerun resumes after it); from
+the command line also run.log, the log records of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import resource
 import shutil
 import time
@@ -47,6 +49,8 @@ from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+log = logging.getLogger(__name__)
+
 
 def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, DomainData]:
     """Build every domain's train/holdout blocks (fails on bad data before any training)."""
@@ -67,11 +71,11 @@ def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict
             max_train_blocks=cfg.train.get("max_train_blocks"),
         )
         s = data[name].stats
-        print(
-            f"data {name}: {s['train_docs']} train / {s['holdout_docs']} holdout documents, "
-            f"{len(data[name].train_blocks)} train / {len(data[name].holdout_blocks)} holdout "
-            f"blocks ({time.perf_counter() - started:.1f} s)"
-        )
+        log.info(
+            "data %s: %d train / %d holdout documents, %d train / %d holdout blocks (%.1f s)",
+            name, s["train_docs"], s["holdout_docs"], len(data[name].train_blocks),
+            len(data[name].holdout_blocks), time.perf_counter() - started,
+        )  # fmt: skip
     return data
 
 
@@ -119,7 +123,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     if done:
         _check_same_config(run_dir, resolved)
     if done == len(order) and (run_dir / "metrics.csv").is_file():
-        print(f"{run_dir} already holds a complete run; nothing to do.")
+        log.info("%s already holds a complete run; nothing to do.", run_dir)
         return pd.read_csv(run_dir / "metrics.csv")
     ids = {
         "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
@@ -144,10 +148,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     logger.start(resolved)
     try:
         if done:
-            print(f"Resuming {run_dir} after stage {done} ({', '.join(progress['trained'])})")
+            log.info(
+                "Resuming %s after stage %d (%s)", run_dir, done, ", ".join(progress["trained"])
+            )
             rows = pd.read_csv(run_dir / "metrics.csv").query("stage <= @done").to_dict("records")
-            log = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
-            log_rows = log.to_dict("records")
+            past = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
+            log_rows = past.to_dict("records")
             method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", order[:done])
         else:
             values = evaluate_all(
@@ -200,7 +206,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     )
     atomic_write_json(run_dir / "run_info.json", info)
     logger.finish("complete")
-    print_report(matrix, forgetting, order)
+    log_report(matrix, forgetting, order)
     return metrics
 
 
@@ -238,7 +244,7 @@ def run_stage(
     ]
     logger.log_steps(stage, domain, steps)
     logger.log_eval(stage, domain, values)
-    print(f"{label}: done in {time.perf_counter() - t0:.0f} s")
+    log.info("%s: done in %.0f s", label, time.perf_counter() - t0)
     return tidy_rows(ids, stage, domain, values), steps
 
 
@@ -299,13 +305,14 @@ def retention_rows(
     return out
 
 
-def print_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
-    """Print the stage x domain holdout-loss matrix and the forgetting table."""
+def log_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
+    """Log the stage x domain holdout-loss matrix and the forgetting table."""
     shown = matrix.copy()
     shown.index = ["base"] + [f"after {d}" for d in order]
     shown.index.name = "holdout NLL"
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        print("\nStage x domain holdout loss (mean token NLL, nats):")
-        print(shown.to_string())
-        print("\nForgetting (final stage vs right after the domain's own stage):")
-        print(forgetting.to_string(index=False))
+        log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
+        log.info(
+            "Forgetting (final stage vs right after the domain's own stage):\n%s",
+            forgetting.to_string(index=False),
+        )

@@ -37,6 +37,16 @@ from continual.eval.holdout_tasks import (
 log = logging.getLogger(__name__)
 
 _LIST_TASKS = "`lm-eval ls tasks` (add `--include_path DIR` for task files of your own)"
+# lm-eval's warnings when it is handed a loaded model: that is how we use it, in one process
+_EXPECTED_WARNINGS = (
+    "`pretrained` model kwarg is not of type `str`",
+    "Passed an already-initialized model through `pretrained`",
+)
+
+
+class _DropExpectedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_EXPECTED_WARNINGS)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -279,6 +289,8 @@ def evaluate_tasks(
             if task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
             task.set_fewshot_seed(seed=1234)  # a task-local random.Random, not the global one
+        hf_log, quiet = logging.getLogger(HFLM.__module__), _DropExpectedWarnings()
+        hf_log.addFilter(quiet)
         try:
             lm = HFLM(
                 pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
@@ -292,6 +304,7 @@ def evaluate_tasks(
                 log_samples=False,
             )
         finally:
+            hf_log.removeFilter(quiet)
             model.train(was_training)
     if results is None:  # pragma: no cover - only non-zero ranks get None
         return {}
