@@ -43,6 +43,9 @@ def _record_failure(run_dir: Path, exc: Exception) -> None:
 def main(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from continual.models.loading import use_bitsandbytes_only_if_quantised
+
+    use_bitsandbytes_only_if_quantised(cfg.model)  # before the recipe imports peft
     from continual.recipe import run_experiment
 
     hydra_cfg = HydraConfig.get()
