@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.errors import ConfigError
+from continual.recipe import run_experiment
 from continual.tracking.base import RunLogger, build_logger
 from continual.tracking.wandb_run import WandbLogger, has_api_key, resolve_mode
 from tests.conftest import compose_config
@@ -129,6 +130,17 @@ def _items(items: Any) -> dict[str, Any]:
     return out
 
 
+def run_config(records: list[pb.Record]) -> dict[str, Any]:
+    """The run's config: the one sent with the run record, then every config update."""
+    config: dict[str, Any] = {}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind in ("run", "config"):
+            update = r.run.config.update if kind == "run" else r.config.update
+            config.update({k: v for k, v in _items(update).items() if not k.startswith("_")})
+    return config
+
+
 def history_and_summary(records: list[pb.Record]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The history rows, and the final summary (every summary update applied in order)."""
     rows, summary = [], {}
@@ -178,6 +190,10 @@ def test_offline_run_is_readable_and_holds_no_secret(
     }
     assert step_metrics["train/*"] == "train/global_step"
     assert step_metrics["eval/*"] == "eval/stage"
+
+    assert run_config(records) == {
+        "seed": 3, "method": {"name": "lora", "r": 8}, "api_key": "<redacted>"
+    }  # fmt: skip
 
     rows, summary = history_and_summary(records)
     train = [r for r in rows if "train/loss" in r]
@@ -322,6 +338,47 @@ def test_config_group_names_and_run_id(wandb_env: Path) -> None:
     assert logger.group() == "2026-01-01_00-00-00_med_code"
     assert logger.run_id() == build_logger(cfg, job_dir, IDS).run_id()
     assert logger.run_id() != build_logger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
+
+
+def test_a_chain_logged_offline_holds_its_metrics_and_redacted_config(
+    tiny_cfg, wandb_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real tiny chain, its logger built from conf/logger/wandb.yaml: what the offline run
+    holds equals what the run directory holds, and the key is nowhere."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = wandb_env / "chain"
+    metrics = run_experiment(tiny_cfg("logger=wandb", f"+logger.api_key={FAKE_KEY}"), run_dir)
+    wandb.teardown()  # flushes and closes the transaction log
+    assert "logger=wandb does not use logger.api_key" in caplog.text
+    assert FAKE_KEY not in caplog.text
+
+    (log_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    records = read_records(log_file)
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    assert saved["logger"]["api_key"] == "<redacted>"
+    assert run_config(records) == saved
+
+    rows, summary = history_and_summary(records)
+    evals = {r["eval/stage"]: r for r in rows if "eval/stage" in r}
+    nll = metrics[metrics.metric == "holdout_nll"]
+    assert sorted(evals) == sorted(nll.stage.unique()) == [0, 1, 2]
+    for row in nll.itertuples():
+        assert evals[row.stage][f"eval/{row.eval_domain}/holdout_nll"] == pytest.approx(row.value)
+    final = metrics[(metrics.eval_domain == "all") & (metrics.metric == "avg_forgetting_pct")]
+    assert summary["avg_forgetting_pct"] == pytest.approx(final.value.item())
+    forgetting = metrics[metrics.metric == "forgetting_pct"].set_index("eval_domain").value
+    assert summary["forgetting_pct/prose"] == pytest.approx(forgetting["prose"])
+    assert summary["status"] == "complete"
+    steps = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert steps == pytest.approx(pd.read_csv(run_dir / "train_log.csv").loss.tolist())
+
+    leaked = [
+        str(p)
+        for p in wandb_env.rglob("*")
+        if p.is_file() and not p.is_symlink() and FAKE_KEY.encode() in p.read_bytes()
+    ]
+    assert not leaked
 
 
 def test_logger_config_errors_name_the_fix(tmp_path: Path) -> None:
