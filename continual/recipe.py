@@ -3,13 +3,15 @@
 ``run_experiment`` is what ``python -m continual.run`` calls. A run directory holds:
 config.yaml (resolved, secrets redacted), run_info.json, metrics.csv (tidy), train_log.csv,
 loss_matrix.csv, forgetting.csv, adapters/stage<k>_<domain>/ (safetensors + config) and
-progress.json, the commit point after each finished stage (a rerun resumes after it).
+progress.json, the commit point after each finished stage (a rerun resumes after it); from
+the command line also run.log, the log records of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import resource
 import shutil
 import time
@@ -24,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from continual import metrics as clm
 from continual.config.validate import validate_config, validate_for_model
 from continual.data.domain import DomainData, build_domain
-from continual.errors import ConfigError, ContinualError
-from continual.eval.holdout import holdout_nll
+from continual.errors import ConfigError
+from continual.eval.suite import evaluate_all, prepare_lm_eval_tasks, prompted_baseline
 from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
@@ -47,6 +49,8 @@ from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+log = logging.getLogger(__name__)
+
 
 def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, DomainData]:
     """Build every domain's train/holdout blocks (fails on bad data before any training)."""
@@ -62,100 +66,12 @@ def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict
             max_train_blocks=cfg.train.get("max_train_blocks"),
         )
         s = data[name].stats
-        print(
-            f"data {name}: {s['train_docs']} train / {s['holdout_docs']} holdout documents, "
-            f"{len(data[name].train_blocks)} train / {len(data[name].holdout_blocks)} holdout "
-            f"blocks ({time.perf_counter() - started:.1f} s)"
-        )
+        log.info(
+            "data %s: %d train / %d holdout documents, %d train / %d holdout blocks (%.1f s)",
+            name, s["train_docs"], s["holdout_docs"], len(data[name].train_blocks),
+            len(data[name].holdout_blocks), time.perf_counter() - started,
+        )  # fmt: skip
     return data
-
-
-def evaluate_all(
-    method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
-    stage: int, tokenizer: Any = None, tasks_dir: Path | None = None,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Holdout NLL of every domain, each under the model the method serves for it; plus the
-    configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
-    model) and the method's diagnostics."""
-    values: dict[tuple[str, str], float] = {}
-    for name, domain in data.items():
-        with method.serving(name):
-            nll, _ = holdout_nll(
-                model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
-            )
-            if cfg.eval.lm_eval_holdout:
-                values.update(
-                    _lm_eval(model, tokenizer, [f"continual_{name}"], name, cfg, tasks_dir)
-                )
-        values[(name, "holdout_nll")] = nll
-    extra = list(cfg.eval.lm_eval_tasks or [])
-    if extra:
-        general = cfg.eval.get("general_domain") or "general"
-        with method.serving(general):
-            values.update(_lm_eval(model, tokenizer, extra, None, cfg, tasks_dir))
-    for key, value in method.diagnostics().items():
-        values[("all", key)] = value
-    return values
-
-
-def _lm_eval_tasks(
-    cfg: DictConfig, data: dict[str, DomainData], tokenizer: Any, run_dir: Path, fresh: bool
-) -> Path | None:
-    """Write the holdout lm-eval tasks into ``run_dir/lm_eval_tasks`` and build every
-    configured task once, so that an unknown task or missing dataset fails before any model
-    work (a fresh run then leaves nothing behind)."""
-    if not (cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks):
-        return None
-    from continual.eval.lm_eval_bridge import check_tasks, write_holdout_tasks
-
-    tasks_dir = run_dir / "lm_eval_tasks"
-    unit = cfg.eval.get("lm_eval_unit", "documents")
-    names = write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=tokenizer)
-    try:
-        own = names if cfg.eval.lm_eval_holdout else []
-        check_tasks([*own, *(cfg.eval.lm_eval_tasks or [])], tasks_dir)
-    except ContinualError:
-        if fresh:
-            shutil.rmtree(tasks_dir, ignore_errors=True)
-        raise
-    return tasks_dir
-
-
-def _lm_eval(
-    model: Any, tokenizer: Any, tasks: list[str], domain: str | None, cfg: DictConfig,
-    tasks_dir: Path | None,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """lm-eval results as (eval_domain, "lm_eval/<metric>") entries (task name as the domain
-    for extra tasks)."""
-    from continual.eval.lm_eval_bridge import evaluate_tasks
-
-    results = evaluate_tasks(
-        model, tokenizer, tasks, tasks_dir, cfg.eval.batch_size, limit=cfg.eval.lm_eval_limit
-    )
-    return {
-        (domain or task, f"lm_eval/{metric}"): value
-        for task, metrics in results.items()
-        for metric, value in metrics.items()
-    }
-
-
-def prompted_baseline(
-    method: Method, model: Any, tokenizer: Any, data: dict[str, DomainData], order: list[str],
-    cfg: DictConfig, device: torch.device,
-) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Stage-0 prompted baseline: the base model (as served before any training) scored on each
-    trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
-    from continual.eval.prompted import prompted_holdout_nll
-
-    values = {}
-    for name in order:
-        with method.serving(name):
-            values[(name, "prompted_nll")] = prompted_holdout_nll(
-                model, tokenizer, data[name].holdout_blocks, data[name].train_docs,
-                k=int(cfg.eval.prompted_k), context_tokens=int(cfg.eval.prompted_context_tokens),
-                batch_size=int(cfg.eval.batch_size), device=device,
-            )  # fmt: skip
-    return values
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
@@ -203,19 +119,20 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     if done:
         _check_same_config(run_dir, resolved)
     if done == len(order) and (run_dir / "metrics.csv").is_file():
-        print(f"{run_dir} already holds a complete run; nothing to do.")
+        log.info("%s already holds a complete run; nothing to do.", run_dir)
         return pd.read_csv(run_dir / "metrics.csv")
+    ids = {
+        "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
+        "model": cfg.model.name, "seed": int(cfg.seed),
+    }  # fmt: skip
+    logger = build_logger(cfg, run_dir, ids)  # checks the tracker config before model work
 
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     validate_for_model(cfg, loaded.model, loaded.max_positions)
     data = prepare_data(cfg, loaded, names)
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     model = method.setup(loaded.model)
-    ids = {
-        "run": run_dir.name, "sequence": cfg.sequence.name, "method": cfg.method.name,
-        "model": cfg.model.name, "seed": int(cfg.seed),
-    }  # fmt: skip
-    tasks_dir = _lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
+    tasks_dir = prepare_lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     sha, dirty = git_state(PROJECT_ROOT)
     info = {
@@ -224,14 +141,15 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
     atomic_write_json(run_dir / "run_info.json", info)
-    logger = build_logger(cfg, run_dir, ids)
     logger.start(resolved)
     try:
         if done:
-            print(f"Resuming {run_dir} after stage {done} ({', '.join(progress['trained'])})")
+            log.info(
+                "Resuming %s after stage %d (%s)", run_dir, done, ", ".join(progress["trained"])
+            )
             rows = pd.read_csv(run_dir / "metrics.csv").query("stage <= @done").to_dict("records")
-            log = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
-            log_rows = log.to_dict("records")
+            past = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
+            log_rows = past.to_dict("records")
             method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", order[:done])
         else:
             values = evaluate_all(
@@ -284,7 +202,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     )
     atomic_write_json(run_dir / "run_info.json", info)
     logger.finish("complete")
-    print_report(matrix, forgetting, order)
+    log_report(matrix, forgetting, order)
     return metrics
 
 
@@ -322,7 +240,7 @@ def run_stage(
     ]
     logger.log_steps(stage, domain, steps)
     logger.log_eval(stage, domain, values)
-    print(f"{label}: done in {time.perf_counter() - t0:.0f} s")
+    log.info("%s: done in %.0f s", label, time.perf_counter() - t0)
     return tidy_rows(ids, stage, domain, values), steps
 
 
@@ -383,13 +301,14 @@ def retention_rows(
     return out
 
 
-def print_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
-    """Print the stage x domain holdout-loss matrix and the forgetting table."""
+def log_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
+    """Log the stage x domain holdout-loss matrix and the forgetting table."""
     shown = matrix.copy()
     shown.index = ["base"] + [f"after {d}" for d in order]
     shown.index.name = "holdout NLL"
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        print("\nStage x domain holdout loss (mean token NLL, nats):")
-        print(shown.to_string())
-        print("\nForgetting (final stage vs right after the domain's own stage):")
-        print(forgetting.to_string(index=False))
+        log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
+        log.info(
+            "Forgetting (final stage vs right after the domain's own stage):\n%s",
+            forgetting.to_string(index=False),
+        )

@@ -3,6 +3,7 @@
 Problems the user can fix (bad config, data or model) print one ``error:`` line and exit with
 status 2; a single run that failed before writing any result also removes its run directory.
 In a multirun sweep a failed job is reported and the sweep goes on with the next one.
+Log records go to the console and to ``<run dir>/run.log`` (conf/hydra/job_logging/).
 """
 
 from __future__ import annotations
@@ -52,12 +53,18 @@ def next_steps(run_dir: Path, multirun: bool) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from continual.models.loading import use_bitsandbytes_only_if_quantised
+
+    use_bitsandbytes_only_if_quantised(cfg.model)  # before the recipe imports peft
     from continual.recipe import run_experiment
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        run_experiment(cfg, run_dir)
+        with logging_redirect_tqdm():  # console log lines printed above progress bars
+            run_experiment(cfg, run_dir)
         print(next_steps(run_dir, hydra_cfg.mode == RunMode.MULTIRUN))
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)

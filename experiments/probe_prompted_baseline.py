@@ -14,9 +14,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from continual.config.validate import CONF_DIR
+from continual.eval.suite import prompted_baseline
 from continual.methods import build_method
 from continual.models.loading import load_model
-from continual.recipe import prepare_data, prompted_baseline
+from continual.recipe import prepare_data
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 
-from continual import recipe as experiment
 from continual.errors import ConfigError, DataError, ModelError
+from continual.eval import suite
 from continual.models import embedded
 from continual.recipe import run_experiment
 from tests.conftest import compose_config
@@ -124,7 +124,7 @@ def test_lm_eval_task_without_its_dataset_fails_before_any_evaluation(
     def no_eval(*_args, **_kwargs):
         raise AssertionError("the model was evaluated before the task check")
 
-    monkeypatch.setattr(experiment, "holdout_nll", no_eval)
+    monkeypatch.setattr(suite, "holdout_nll", no_eval)
     cfg = tiny_cfg("eval.lm_eval_tasks=[arc_easy]", "eval.lm_eval_holdout=true")
     _run_fails(cfg, tmp_path, DataError, "arc_easy", "ai2_arc", "internet")
 

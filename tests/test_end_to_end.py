@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from continual.recipe import run_experiment
 from continual.rundir import TIDY_COLUMNS
 
 
-def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> None:
+def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="continual.recipe")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     metrics = run_experiment(tiny_cfg("method=lora"), run_dir)
@@ -59,7 +61,7 @@ def test_two_stage_chain_writes_every_file(tiny_cfg, tmp_path: Path, capsys) -> 
     assert (
         matrix.loc[2, "prose"] == nll[(nll.stage == 2) & (nll.eval_domain == "prose")].value.item()
     )
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "Stage x domain holdout loss" in out and "Forgetting" in out
 
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.errors import ConfigError
-from continual.tracking.base import build_logger
+from continual.recipe import run_experiment
+from continual.tracking.base import RunLogger, build_logger
 from continual.tracking.wandb_run import WandbLogger, has_api_key, resolve_mode
 from tests.conftest import compose_config
 
@@ -52,10 +53,20 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def make_cfg(**logger: Any) -> DictConfig:
-    base = {"name": "wandb", "project": "continual", "entity": None, "mode": None, "tags": []}
+    base = {
+        "_target_": "continual.tracking.wandb_run.WandbLogger", "name": "wandb",
+        "project": "continual", "entity": None, "mode": None, "tags": [], "group": None,
+    }  # fmt: skip
     return OmegaConf.create(
         {"logger": {**base, **logger}, "sequence": {"name": "med_code", "order": ORDER}}
     )
+
+
+def make_logger(run_dir: Path, **logger: Any) -> WandbLogger:
+    """A WandbLogger built the way the recipe builds it, from a logger config."""
+    built = build_logger(make_cfg(**logger), run_dir, IDS)
+    assert isinstance(built, WandbLogger)
+    return built
 
 
 def fake_results() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
@@ -119,6 +130,17 @@ def _items(items: Any) -> dict[str, Any]:
     return out
 
 
+def run_config(records: list[pb.Record]) -> dict[str, Any]:
+    """The run's config: the one sent with the run record, then every config update."""
+    config: dict[str, Any] = {}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind in ("run", "config"):
+            update = r.run.config.update if kind == "run" else r.config.update
+            config.update({k: v for k, v in _items(update).items() if not k.startswith("_")})
+    return config
+
+
 def history_and_summary(records: list[pb.Record]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The history rows, and the final summary (every summary update applied in order)."""
     rows, summary = [], {}
@@ -139,7 +161,7 @@ def test_offline_run_is_readable_and_holds_no_secret(
     monkeypatch.setenv("CONTINUAL_SENTINEL", SENTINEL)
     run_dir = wandb_env / "runs" / "2026_med_code_lora_seed3"
     run_dir.mkdir(parents=True)
-    logger = WandbLogger(make_cfg(tags=["pilot"]), run_dir, IDS)
+    logger = make_logger(run_dir, tags=["pilot"])
     assert (logger.mode, logger.why) == ("offline", "WANDB_MODE=offline")
     drive(logger)
     assert logger._run.settings.api_key == FAKE_KEY  # wandb did hold the key
@@ -168,6 +190,10 @@ def test_offline_run_is_readable_and_holds_no_secret(
     }
     assert step_metrics["train/*"] == "train/global_step"
     assert step_metrics["eval/*"] == "eval/stage"
+
+    assert run_config(records) == {
+        "seed": 3, "method": {"name": "lora", "r": 8}, "api_key": "<redacted>"
+    }  # fmt: skip
 
     rows, summary = history_and_summary(records)
     train = [r for r in rows if "train/loss" in r]
@@ -208,7 +234,7 @@ def test_auto_mode_without_key_goes_offline_once_and_survives_tracker_errors(
     """Two jobs of one sweep in one process: the first breaks and never finishes."""
     assert not has_api_key()
     sweep = wandb_env / "multirun" / "2026-01-01_00-00-00_med_code"
-    first, second = (WandbLogger(make_cfg(), sweep / job, IDS) for job in ("lora_s3", "crma_s3"))
+    first, second = (make_logger(sweep / job) for job in ("lora_s3", "crma_s3"))
     for logger in (first, second):
         logger.run_dir.mkdir(parents=True)
         logger.multirun = True
@@ -248,10 +274,9 @@ def test_disabled_mode_writes_nothing(
 ) -> None:
     if how == "env":
         monkeypatch.setenv("WANDB_MODE", "disabled")
-    cfg = make_cfg(mode="disabled") if how == "config" else make_cfg()
     run_dir = wandb_env / "run"
     run_dir.mkdir()
-    logger = WandbLogger(cfg, run_dir, IDS)
+    logger = make_logger(run_dir, mode="disabled") if how == "config" else make_logger(run_dir)
     assert logger.mode == "disabled"
     drive(logger)
     logger.finish("failed")
@@ -271,7 +296,7 @@ def test_init_failure_falls_back_then_disables(
         raise ConnectionError("no network")
 
     monkeypatch.setattr(wandb, "init", failing_init)
-    logger = WandbLogger(make_cfg(), wandb_env, IDS)
+    logger = make_logger(wandb_env)
     assert logger.mode == "online"
     drive(logger)
     logger.finish("complete")
@@ -311,5 +336,62 @@ def test_config_group_names_and_run_id(wandb_env: Path) -> None:
     assert logger.group() == "med_code"
     logger.multirun = True
     assert logger.group() == "2026-01-01_00-00-00_med_code"
-    assert logger.run_id() == WandbLogger(cfg, job_dir, IDS).run_id()
-    assert logger.run_id() != WandbLogger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
+    assert logger.run_id() == build_logger(cfg, job_dir, IDS).run_id()
+    assert logger.run_id() != build_logger(cfg, job_dir.parent / "crma_seed3", IDS).run_id()
+
+
+def test_a_chain_logged_offline_holds_its_metrics_and_redacted_config(
+    tiny_cfg, wandb_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real tiny chain, its logger built from conf/logger/wandb.yaml: what the offline run
+    holds equals what the run directory holds, and the key is nowhere."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = wandb_env / "chain"
+    metrics = run_experiment(tiny_cfg("logger=wandb", f"+logger.api_key={FAKE_KEY}"), run_dir)
+    wandb.teardown()  # flushes and closes the transaction log
+    assert "logger=wandb does not use logger.api_key" in caplog.text
+    assert FAKE_KEY not in caplog.text
+
+    (log_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    records = read_records(log_file)
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    assert saved["logger"]["api_key"] == "<redacted>"
+    assert run_config(records) == saved
+
+    rows, summary = history_and_summary(records)
+    evals = {r["eval/stage"]: r for r in rows if "eval/stage" in r}
+    nll = metrics[metrics.metric == "holdout_nll"]
+    assert sorted(evals) == sorted(nll.stage.unique()) == [0, 1, 2]
+    for row in nll.itertuples():
+        assert evals[row.stage][f"eval/{row.eval_domain}/holdout_nll"] == pytest.approx(row.value)
+    final = metrics[(metrics.eval_domain == "all") & (metrics.metric == "avg_forgetting_pct")]
+    assert summary["avg_forgetting_pct"] == pytest.approx(final.value.item())
+    forgetting = metrics[metrics.metric == "forgetting_pct"].set_index("eval_domain").value
+    assert summary["forgetting_pct/prose"] == pytest.approx(forgetting["prose"])
+    assert summary["status"] == "complete"
+    steps = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert steps == pytest.approx(pd.read_csv(run_dir / "train_log.csv").loss.tolist())
+
+    leaked = [
+        str(p)
+        for p in wandb_env.rglob("*")
+        if p.is_file() and not p.is_symlink() and FAKE_KEY.encode() in p.read_bytes()
+    ]
+    assert not leaked
+
+
+def test_logger_config_errors_name_the_fix(tmp_path: Path) -> None:
+    cfg = compose_config(["+sequence=med_code", "logger=none"])
+    assert type(build_logger(cfg, tmp_path, IDS)) is RunLogger
+    cfg.logger._target_ = "continual.tracking.nowhere.Logger"
+    with pytest.raises(ConfigError, match="cannot be loaded.*logger=wandb or logger=none"):
+        build_logger(cfg, tmp_path, IDS)
+    cfg.logger._target_ = "collections.OrderedDict"
+    with pytest.raises(ConfigError, match="not a RunLogger"):
+        build_logger(cfg, tmp_path, IDS)
+    untargeted = compose_config(["+sequence=med_code", "logger=none", "~logger._target_"])
+    with pytest.raises(ConfigError, match="no _target_"):
+        build_logger(untargeted, tmp_path, IDS)
+    with pytest.raises(ConfigError, match="logger.mode"):
+        build_logger(compose_config(["logger=wandb", "logger.mode=sideways"]), tmp_path, IDS)

@@ -1,1 +1,2 @@
-"""Evaluators: holdout loss, the prompted baseline and the lm-eval bridge."""
+"""Evaluation: holdout loss, the prompted baseline, lm-eval tasks (writing our holdout tasks,
+running any task), and the suite the recipe runs after every stage."""

@@ -1,22 +1,11 @@
 """Evaluate our models with EleutherAI's lm-evaluation-harness (``lm-eval``), in memory.
 
-:func:`write_holdout_tasks` turns the holdout of every domain into an lm-eval perplexity task
-(``loglikelihood_rolling`` over a local JSONL file), and :func:`evaluate_tasks` runs any lm-eval
-tasks (ours or the bundled ones) on a model that is already loaded, e.g. after a stage.
-
-Units. Our holdout metric (:func:`continual.evaluate.holdout_nll`) is the mean next-token NLL
-in nats per token over fixed blocks; lm-eval reports ``bits_per_byte`` over whole documents::
-
-    bits_per_byte = (sum of NLL in nats) / (ln 2 * UTF-8 bytes)
-                  = mean NLL per token * tokens / bytes / ln 2
-
-(:func:`bits_per_byte`, :func:`nll_to_bits_per_byte`). Two conventions differ, so the numbers
-are comparable but not identical: lm-eval scores *every* token of a document, the first one
-predicted from a prefix token (BOS, or EOS when the tokenizer has no BOS), and cuts documents
-longer than the model's context into disjoint windows; our blocks score tokens 2..n of each
-block with no prefix. Written as ``unit="blocks"`` (each holdout block decoded to one
-document) and scored by us with the prefix token prepended, the two agree exactly in principle
-(``tests/test_lm_eval_bridge.py`` checks 1e-4 with a byte-level tokenizer).
+:func:`evaluate_tasks` runs any lm-eval tasks (ours from
+:func:`continual.eval.holdout_tasks.write_holdout_tasks`, or the bundled ones) on a model that is
+already loaded, e.g. after a stage; :func:`check_tasks` builds them without a model, so that a
+bad task fails before any model work. The task files and the units that relate lm-eval's
+``bits_per_byte`` to our holdout loss live in :mod:`continual.eval.holdout_tasks` (re-exported
+here).
 
 lm-eval is imported lazily (it is slow to import).
 """
@@ -26,128 +15,38 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import json
 import logging
-import math
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from continual.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from continual.data.domain import DomainData
+from continual.eval.holdout_tasks import (
+    METRICS,
+    UNITS,
+    bits_per_byte,
+    nll_to_bits_per_byte,
+    write_holdout_tasks,
+)
 
 log = logging.getLogger(__name__)
 
-# metric -> lm-eval aggregation (as in lm-eval's bundled wikitext task)
-METRICS = {
-    "word_perplexity": "weighted_perplexity",
-    "byte_perplexity": "weighted_perplexity",
-    "bits_per_byte": "bits_per_byte",
-}
-UNITS = ("documents", "blocks")
 _LIST_TASKS = "`lm-eval ls tasks` (add `--include_path DIR` for task files of your own)"
+# lm-eval's warnings when it is handed a loaded model: that is how we use it, in one process
+_EXPECTED_WARNINGS = (
+    "`pretrained` model kwarg is not of type `str`",
+    "Passed an already-initialized model through `pretrained`",
+)
 
 
-# --------------------------------------------------------------------------- units
-
-
-def bits_per_byte(total_nll_nats: float, n_bytes: int) -> float:
-    """lm-eval's ``bits_per_byte``: total NLL (nats) / (ln 2 * UTF-8 bytes)."""
-    if n_bytes <= 0:
-        raise ValueError(f"n_bytes must be positive, got {n_bytes}")
-    return total_nll_nats / (math.log(2) * n_bytes)
-
-
-def nll_to_bits_per_byte(mean_nll: float, n_tokens: int, n_bytes: int) -> float:
-    """Our mean NLL (nats/token) over ``n_tokens`` scored tokens -> bits per byte."""
-    return bits_per_byte(mean_nll * n_tokens, n_bytes)
-
-
-# --------------------------------------------------------------------------- task files
-
-
-def _task_texts(domain: DomainData, unit: str, tokenizer: Any) -> list[str]:
-    if unit == "documents":
-        return [d.text for d in domain.holdout_docs]
-    if tokenizer is None:
-        raise ConfigError(
-            'write_holdout_tasks(unit="blocks") needs the tokenizer to decode blocks.'
-        )
-    # Special tokens (the EOS between packed documents) stay as their literal text, so that
-    # re-tokenization gives the same ids; lm-eval counts their characters as bytes.
-    return [
-        tokenizer.decode(block.tolist(), skip_special_tokens=False)
-        for block in domain.holdout_blocks
-    ]
-
-
-def write_holdout_tasks(
-    data: Mapping[str, DomainData],
-    out_dir: Path,
-    prefix: str = "continual",
-    unit: str = "documents",
-    tokenizer: Any = None,
-) -> list[str]:
-    """Write one lm-eval perplexity task per domain: ``<prefix>_<domain>.{jsonl,yaml}``.
-
-    Args:
-        data: Domains by name (their holdout side is used; nothing from training).
-        out_dir: Directory for the task files (created); pass it as ``include_path``.
-        prefix: Task names are ``f"{prefix}_{domain}"``.
-        unit: ``"documents"``: the holdout documents, whole, in split-rank order (a prefix is
-            a fair sample, so ``limit`` works); lm-eval's own perplexity protocol.
-            ``"blocks"``: each holdout block decoded to text, one document per block (the
-            tokens our metric scores; needs ``tokenizer``; the round trip is exact for byte-
-            level tokenizers and nearly so for BPE ones).
-        tokenizer: The model's tokenizer (``unit="blocks"`` only).
-
-    Returns:
-        The task names, in the order of ``data``.
-    """
-    if unit not in UNITS:
-        raise ConfigError(f"unit={unit!r} is unknown; use one of {UNITS}.")
-    out_dir = Path(out_dir).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for domain_name, domain in data.items():
-        task = f"{prefix}_{domain_name}"
-        texts = _task_texts(domain, unit, tokenizer)
-        if not texts:
-            raise DataError(f"domain {domain_name!r} has no holdout {unit} to write.")
-        jsonl = out_dir / f"{task}.jsonl"
-        with jsonl.open("w", encoding="utf-8") as f:
-            for text in texts:
-                f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-        config = {
-            "task": task,
-            "dataset_path": "json",
-            "dataset_kwargs": {
-                "data_files": {"test": str(jsonl)},
-                "cache_dir": str(out_dir / ".hf_datasets"),  # beside the tasks, not in ~/.cache
-            },
-            "output_type": "loglikelihood_rolling",
-            "test_split": "test",
-            "doc_to_text": "",
-            # A column name, not "{{text}}": lm-eval renders templates with Jinja and then
-            # literal_evals results that look like "[...]", which would corrupt such documents.
-            "doc_to_target": "text",
-            "metric_list": [
-                {"metric": m, "aggregation": agg, "higher_is_better": False}
-                for m, agg in METRICS.items()
-            ],
-            "metadata": {"version": 1.0, "domain": domain_name, "unit": unit},
-        }
-        (out_dir / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        names.append(task)
-    return names
+class _DropExpectedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_EXPECTED_WARNINGS)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -249,7 +148,7 @@ def _unknown_tasks(unknown: Sequence[str], known: Sequence[str], include_path: P
     raise ConfigError(
         f"unknown lm-eval task(s): {'; '.join(hints)}. They are not bundled with lm-eval"
         f"{where}. List the available tasks with {_LIST_TASKS}; write our holdout tasks with "
-        "continual.lm_eval_bridge.write_holdout_tasks."
+        "continual.eval.holdout_tasks.write_holdout_tasks."
     )
 
 
@@ -390,6 +289,8 @@ def evaluate_tasks(
             if task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
             task.set_fewshot_seed(seed=1234)  # a task-local random.Random, not the global one
+        hf_log, quiet = logging.getLogger(HFLM.__module__), _DropExpectedWarnings()
+        hf_log.addFilter(quiet)
         try:
             lm = HFLM(
                 pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length
@@ -403,6 +304,7 @@ def evaluate_tasks(
                 log_samples=False,
             )
         finally:
+            hf_log.removeFilter(quiet)
             model.train(was_training)
     if results is None:  # pragma: no cover - only non-zero ranks get None
         return {}
@@ -411,6 +313,7 @@ def evaluate_tasks(
 
 __all__ = [
     "METRICS",
+    "UNITS",
     "bits_per_byte",
     "check_tasks",
     "evaluate_tasks",

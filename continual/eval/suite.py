@@ -1,0 +1,110 @@
+"""What the recipe evaluates after every stage: holdout loss, lm-eval tasks, method diagnostics;
+and, once before any training, the prompted baseline.
+
+Values are ``{(eval_domain, metric): value}``, the keys of the tidy metrics table.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+
+from continual.errors import ContinualError
+from continual.eval.holdout import holdout_nll
+
+if TYPE_CHECKING:
+    from continual.data.domain import DomainData
+    from continual.methods.base import Method
+
+
+def evaluate_all(
+    method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
+    stage: int, tokenizer: Any = None, tasks_dir: Path | None = None,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """Holdout NLL of every domain, each under the model the method serves for it; plus the
+    configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
+    model) and the method's diagnostics."""
+    values: dict[tuple[str, str], float] = {}
+    for name, domain in data.items():
+        with method.serving(name):
+            nll, _ = holdout_nll(
+                model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
+            )
+            if cfg.eval.lm_eval_holdout:
+                values.update(
+                    _lm_eval(model, tokenizer, [f"continual_{name}"], name, cfg, tasks_dir)
+                )
+        values[(name, "holdout_nll")] = nll
+    extra = list(cfg.eval.lm_eval_tasks or [])
+    if extra:
+        general = cfg.eval.get("general_domain") or "general"
+        with method.serving(general):
+            values.update(_lm_eval(model, tokenizer, extra, None, cfg, tasks_dir))
+    for key, value in method.diagnostics().items():
+        values[("all", key)] = value
+    return values
+
+
+def prepare_lm_eval_tasks(
+    cfg: DictConfig, data: dict[str, DomainData], tokenizer: Any, run_dir: Path, fresh: bool
+) -> Path | None:
+    """Write the holdout lm-eval tasks into ``run_dir/lm_eval_tasks`` and build every
+    configured task once, so that an unknown task or missing dataset fails before any model
+    work (a fresh run then leaves nothing behind). ``None`` when no lm-eval task is asked for."""
+    if not (cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks):
+        return None
+    from continual.eval.holdout_tasks import write_holdout_tasks
+    from continual.eval.lm_eval_bridge import check_tasks
+
+    tasks_dir = run_dir / "lm_eval_tasks"
+    unit = cfg.eval.get("lm_eval_unit", "documents")
+    names = write_holdout_tasks(data, tasks_dir, unit=unit, tokenizer=tokenizer)
+    try:
+        own = names if cfg.eval.lm_eval_holdout else []
+        check_tasks([*own, *(cfg.eval.lm_eval_tasks or [])], tasks_dir)
+    except ContinualError:
+        if fresh:
+            shutil.rmtree(tasks_dir, ignore_errors=True)
+        raise
+    return tasks_dir
+
+
+def _lm_eval(
+    model: Any, tokenizer: Any, tasks: list[str], domain: str | None, cfg: DictConfig,
+    tasks_dir: Path | None,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """lm-eval results as (eval_domain, "lm_eval/<metric>") entries (task name as the domain
+    for extra tasks)."""
+    from continual.eval.lm_eval_bridge import evaluate_tasks
+
+    results = evaluate_tasks(
+        model, tokenizer, tasks, tasks_dir, cfg.eval.batch_size, limit=cfg.eval.lm_eval_limit
+    )
+    return {
+        (domain or task, f"lm_eval/{metric}"): value
+        for task, metrics in results.items()
+        for metric, value in metrics.items()
+    }
+
+
+def prompted_baseline(
+    method: Method, model: Any, tokenizer: Any, data: dict[str, DomainData], order: list[str],
+    cfg: DictConfig, device: torch.device,
+) -> dict[tuple[str, str], float]:  # fmt: skip
+    """Stage-0 prompted baseline: the base model (as served before any training) scored on each
+    trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
+    from continual.eval.prompted import prompted_holdout_nll
+
+    values = {}
+    for name in order:
+        with method.serving(name):
+            values[(name, "prompted_nll")] = prompted_holdout_nll(
+                model, tokenizer, data[name].holdout_blocks, data[name].train_docs,
+                k=int(cfg.eval.prompted_k), context_tokens=int(cfg.eval.prompted_context_tokens),
+                batch_size=int(cfg.eval.batch_size), device=device,
+            )  # fmt: skip
+    return values
