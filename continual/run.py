@@ -8,6 +8,7 @@ Log records go to the console and to ``<run dir>/run.log`` (conf/hydra/job_loggi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 
 from continual.config.validate import CONF_DIR
 from continual.errors import ContinualError
-from continual.rundir import atomic_write_json
+from continual.rundir import atomic_write_json, redact, redact_hydra_copies
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -29,6 +30,9 @@ def _remove_if_empty(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but Hydra's own files."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
         shutil.rmtree(run_dir)
+        if run_dir.parent.name == "runs":  # the default runs/ folder, if left empty
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()
 
 
 def _record_failure(run_dir: Path, exc: Exception) -> None:
@@ -55,14 +59,18 @@ def next_steps(run_dir: Path, multirun: bool) -> str:
 def main(cfg: DictConfig) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from continual.config.validate import validate_config
     from continual.models.loading import use_bitsandbytes_only_if_quantised
-
-    use_bitsandbytes_only_if_quantised(cfg.model)  # before the recipe imports peft
-    from continual.recipe import run_experiment
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    redact_hydra_copies(run_dir)
+    sys.argv[:] = redact(sys.argv)  # trackers record the command line
     try:
+        validate_config(cfg)  # before the heavy imports: a bad config fails in a second
+        use_bitsandbytes_only_if_quantised(cfg.model)  # before the recipe imports peft
+        from continual.recipe import run_experiment
+
         with logging_redirect_tqdm():  # console log lines printed above progress bars
             run_experiment(cfg, run_dir)
         print(next_steps(run_dir, hydra_cfg.mode == RunMode.MULTIRUN))

@@ -51,7 +51,8 @@ def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def redact(obj: Any) -> Any:
-    """Copy of a nested config with values under secret-looking keys replaced."""
+    """Copy of a nested config with values under secret-looking keys replaced, including
+    command-line overrides written as ``key=value`` strings (Hydra's own copies keep those)."""
     if isinstance(obj, dict):
         return {
             k: "<redacted>" if SECRET_KEY.search(str(k)) and v else redact(v)
@@ -59,7 +60,22 @@ def redact(obj: Any) -> Any:
         }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        key, sep, value = obj.partition("=")
+        if sep and value and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
+            return f"{key}=<redacted>"
     return obj
+
+
+def redact_hydra_copies(run_dir: Path) -> None:
+    """Redact secrets in Hydra's own copies of the config and overrides (``.hydra/*.yaml``)."""
+    import yaml
+
+    for path in sorted((run_dir / ".hydra").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        clean = redact(data)
+        if clean != data:
+            atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
 
 def git_state(cwd: Path) -> tuple[str | None, bool | None]:

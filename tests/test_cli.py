@@ -63,3 +63,21 @@ def test_sweep_goes_on_after_a_failed_job_and_records_it(local_domains, tmp_path
     assert failed["status"] == "failed" and "train.lr" in failed["error"]
     ok = json.loads((sweep / "lr0.001" / "run_info.json").read_text())
     assert ok["status"] == "complete"
+
+
+def test_a_secret_typed_on_the_command_line_is_written_nowhere(
+    local_domains, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    run_dir = tmp_path / "run"
+    secret = "SECRET-5f0d2c9a"
+    args = [*_tiny_overrides(local_domains), "logger=wandb", f"+logger.api_key={secret}"]
+    done = _cli([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files), "the W&B offline run is missing"
+    assert any(p.parent.name == ".hydra" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert leaked == []
+    assert secret not in done.stdout + done.stderr

@@ -70,7 +70,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
     if not 0 <= train.weight_decay < math.inf:
         raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
     _check_scheduler(str(train.scheduler))
-    from continual.eval.lm_eval_bridge import UNITS
+    from continual.eval.holdout_tasks import UNITS
 
     unit = cfg.eval.get("lm_eval_unit", "documents")
     if unit not in UNITS:
