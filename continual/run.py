@@ -67,8 +67,8 @@ def main(cfg: DictConfig) -> None:
     redact_hydra_copies(run_dir)
     sys.argv[:] = redact(sys.argv)  # trackers record the command line
     try:
-        validate_config(cfg)  # before the heavy imports: a bad config fails in a second
-        use_bitsandbytes_only_if_quantised(cfg.model)  # before the recipe imports peft
+        use_bitsandbytes_only_if_quantised(cfg.model)  # before transformers or peft load
+        validate_config(cfg)  # before the heavy imports: a bad config fails in seconds
         from continual.recipe import run_experiment
 
         with logging_redirect_tqdm():  # console log lines printed above progress bars
