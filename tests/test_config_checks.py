@@ -9,7 +9,7 @@ import pytest
 
 from continual import recipe
 from continual.errors import ConfigError
-from continual.recipe import run_experiment
+from tests.test_bad_input import _run_fails
 
 
 def _fails_early(cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *needles: str) -> None:
@@ -17,13 +17,7 @@ def _fails_early(cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *needles:
         raise AssertionError("data was prepared before the config check")
 
     monkeypatch.setattr(recipe, "prepare_data", no_data)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    with pytest.raises(ConfigError) as info:
-        run_experiment(cfg, run_dir)
-    for needle in needles:
-        assert needle in str(info.value), (needle, str(info.value))
-    assert list(run_dir.iterdir()) == [], "a failed run must leave no result files"
+    _run_fails(cfg, tmp_path, ConfigError, *needles)
 
 
 @pytest.mark.parametrize(
