@@ -26,12 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from continual import metrics as clm
 from continual.config.validate import validate_config, validate_for_model
 from continual.data.domain import DomainData, build_domain
+from continual.data.pairs import PairsDomain, build_pairs_domain
 from continual.errors import ConfigError
 from continual.eval.suite import evaluate_all, prepare_lm_eval_tasks, prompted_baseline
 from continual.methods import build_method
 from continual.methods.base import Method
 from continual.models.loading import LoadedModel, load_model
 from continual.rundir import (
+    PROMPTED_ACC_GAP,
     PROMPTED_GAP,
     atomic_write_csv,
     atomic_write_json,
@@ -52,11 +54,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
 
 
-def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, DomainData]:
-    """Build every domain's train/holdout blocks (fails on bad data before any training)."""
-    data = {}
+Domain = DomainData | PairsDomain
+
+
+def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, Domain]:
+    """Build every domain's train/holdout data (fails on bad data before any training): packed
+    blocks for ``kind: text`` domains, tokenized examples for ``kind: pairs``."""
+    data: dict[str, Domain] = {}
     for name in names:
         started = time.perf_counter()
+        if cfg.domains[name].get("kind", "text") == "pairs":
+            data[name] = build_pairs_domain(name, cfg.domains[name], loaded.tokenizer)
+            continue
         data[name] = build_domain(
             name,
             cfg.domains[name],
@@ -168,7 +177,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
             if stage > done:
                 stage_rows, stage_log = run_stage(
                     cfg, run_dir, ids, stage, domain, method, model, data, loaded, logger,
-                    tasks_dir,
+                    tasks_dir, offset=len(log_rows),
                 )  # fmt: skip
                 rows += stage_rows
                 log_rows += stage_log
@@ -202,16 +211,17 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     )
     atomic_write_json(run_dir / "run_info.json", info)
     logger.finish("complete")
-    log_report(matrix, forgetting, order)
+    log_report(metrics, matrix, forgetting, order)
     return metrics
 
 
 def run_stage(
     cfg: DictConfig, run_dir: Path, ids: dict[str, Any], stage: int, domain: str,
-    method: Method, model: Any, data: dict[str, DomainData], loaded: LoadedModel,
-    logger: RunLogger, tasks_dir: Path | None = None,
+    method: Method, model: Any, data: dict[str, Domain], loaded: LoadedModel,
+    logger: RunLogger, tasks_dir: Path | None = None, offset: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """Train one stage, save its adapters, evaluate every domain; returns (metric rows, steps)."""
+    """Train one stage, save its adapters, evaluate every domain; returns (metric rows, steps).
+    ``offset``: optimizer steps taken by the earlier stages (for the global step count)."""
     t0, device = time.perf_counter(), loaded.device
     label = f"stage {stage}/{len(cfg.sequence.order)} {domain}"
     seed = stage_seed(int(cfg.seed), stage)
@@ -220,7 +230,7 @@ def run_stage(
     groups = method.param_groups(float(cfg.train.lr))
     trainable = sum(p.numel() for group in groups for p in group["params"])
     records = train_stage(
-        model, groups, data[domain].train_blocks, cfg.train, device,
+        model, groups, data[domain].training_set(), cfg.train, device,
         torch.Generator().manual_seed(seed), desc=label,
     )  # fmt: skip
     method.after_stage(stage, domain)
@@ -233,7 +243,6 @@ def run_stage(
     values[(domain, "train_loss_final")] = records[-1].loss
     values[(domain, "trainable_parameters")] = trainable
     values[(domain, "stage_seconds")] = time.perf_counter() - t0
-    offset = (stage - 1) * int(cfg.train.steps)
     steps = [
         {"stage": stage, "domain": domain, "global_step": offset + r.step, **asdict(r)}
         for r in records
@@ -258,6 +267,13 @@ def summarise(
         trained_at = order.index(domain) + 1
         gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
         summary[f"{PROMPTED_GAP}/{domain}"] = float(gap)
+    accuracy = loss_matrix(table, metric="accuracy")
+    if not accuracy.empty:
+        summary.update(clm.accuracy_summary(accuracy, order))
+        prompted_acc = loss_matrix(table, metric="prompted_accuracy")
+        for domain in prompted_acc.columns:  # > 0: fine-tuning beat prompting the base model
+            gap = accuracy.loc[order.index(domain) + 1, domain] - prompted_acc.loc[0, domain]
+            summary[f"{PROMPTED_ACC_GAP}/{domain}"] = float(100.0 * gap)
     extra = [
         {
             **ids,
@@ -301,13 +317,26 @@ def retention_rows(
     return out
 
 
-def log_report(matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]) -> None:
-    """Log the stage x domain holdout-loss matrix and the forgetting table."""
+def log_report(
+    metrics: pd.DataFrame, matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]
+) -> None:
+    """Log the stage x domain holdout-loss matrix, the accuracy matrix of pairs domains and
+    the forgetting tables."""
+    labels = ["base"] + [f"after {d}" for d in order]
     shown = matrix.copy()
-    shown.index = ["base"] + [f"after {d}" for d in order]
+    shown.index = labels
     shown.index.name = "holdout NLL"
+    accuracy = loss_matrix(metrics, metric="accuracy")
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
+        if not accuracy.empty:
+            accuracy.index = labels
+            accuracy.index.name = "accuracy"
+            log.info("Stage x domain task accuracy (pairs domains):\n%s", accuracy.to_string())
+            log.info(
+                "Accuracy forgetting (points and %% of the accuracy after the own stage):\n%s",
+                clm.accuracy_forgetting_table(accuracy, order).to_string(index=False),
+            )
         log.info(
             "Forgetting (final stage vs right after the domain's own stage):\n%s",
             forgetting.to_string(index=False),

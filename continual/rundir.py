@@ -24,6 +24,8 @@ PACKAGES = ["torch", "transformers", "peft", "bitsandbytes", "hydra-core", "omeg
             "wandb", "lm_eval", "pandas", "numpy", "datasets"]  # fmt: skip
 # summary metric per trained domain: L[s(d)][d] - prompted base NLL (< 0: fine-tuning won)
 PROMPTED_GAP = "finetune_minus_prompted_nll"
+# Pairs domains: accuracy after the domain's own stage minus the prompted base's, in points.
+PROMPTED_ACC_GAP = "finetune_minus_prompted_acc_pts"
 SECRET_KEY = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 

@@ -78,7 +78,7 @@ def test_unknown_and_missing_params_are_config_errors(tmp_path: Path) -> None:
 def test_reader_that_yields_nothing_or_no_documents(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("a paragraph")
-    with pytest.raises(DataError, match=r"read_text_lines.*produced no documents"):
+    with pytest.raises(DataError, match=r"read_text_lines.*produced no records"):
         load_documents({"_target_": f"{__name__}.read_text_lines", "path": str(path), "skip": 1})
     with pytest.raises(ConfigError, match="must yield continual.data.documents.Document"):
         load_documents({"_target_": f"{__name__}.read_text_lines", "path": str(path)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from continual.data.domain import TextBlocks
 from continual.methods import build_method
 from continual.models.loading import load_model
 from continual.train.loop import train_stage
@@ -38,7 +39,8 @@ def test_sequential_lora_moves_every_adapter_weight_and_no_base_weight(tmp_path)
     init = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert init and all("lora_" in n for n in init)
     groups = method.param_groups(cfg.train.lr)
-    train_stage(model, groups, _blocks(model.config.vocab_size, 0), cfg.train, loaded.device,
+    train_stage(model, groups, TextBlocks(_blocks(model.config.vocab_size, 0)), cfg.train,
+                loaded.device,
                 torch.Generator().manual_seed(0))  # fmt: skip
     for name, param in model.named_parameters():
         if name in init:
@@ -61,7 +63,8 @@ def test_frozen_lora_keeps_earlier_adapter_bit_identical(tmp_path) -> None:
         assert all(
             f".{domain}." in n for n, p in method.model.named_parameters() if p.requires_grad
         )
-        train_stage(method.model, groups, _blocks(vocab, stage), cfg.train, loaded.device,
+        train_stage(method.model, groups, TextBlocks(_blocks(vocab, stage)), cfg.train,
+                    loaded.device,
                     torch.Generator().manual_seed(stage))  # fmt: skip
         method.after_stage(stage, domain)
     after = dict(method.model.named_parameters())
@@ -97,7 +100,8 @@ def test_modular_crma_freezes_adapters_and_keeps_training_the_backbone(tmp_path)
         groups = method.param_groups(cfg.train.lr)
         names = {g.get("name") for g in groups}
         assert {"crma_proj", "crma_mix", "crma_gate"} <= names
-        train_stage(method.model, groups, _blocks(vocab, stage), cfg.train, loaded.device,
+        train_stage(method.model, groups, TextBlocks(_blocks(vocab, stage)), cfg.train,
+                    loaded.device,
                     torch.Generator().manual_seed(stage))  # fmt: skip
         method.after_stage(stage, domain)
     after = dict(method.model.named_parameters())

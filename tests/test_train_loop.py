@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import get_scheduler
 
+from continual.data.domain import TextBlocks
 from continual.train.loop import NumericalError, StepRecord, batch_indices, train_stage
 
 VOCAB, BLOCK_LEN, N_BLOCKS = 32, 12, 24
@@ -51,7 +52,7 @@ def _cfg(**overrides):
 def _train(model: torch.nn.Module, seed: int = 0, **overrides) -> list[StepRecord]:
     params = [p for p in model.parameters() if p.requires_grad]
     return train_stage(
-        model, [{"params": params}], _blocks(), _cfg(**overrides), torch.device("cpu"),
+        model, [{"params": params}], TextBlocks(_blocks()), _cfg(**overrides), torch.device("cpu"),
         torch.Generator().manual_seed(seed),
     )  # fmt: skip
 

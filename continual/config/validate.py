@@ -50,7 +50,11 @@ def validate_config(cfg: DictConfig) -> list[str]:
     for d in order:
         if domains[d].get("holdout_only"):
             raise ConfigError(f"Domain {d!r} is holdout-only (evaluation); it cannot be trained.")
+    _check_domain_kinds(cfg, order, general)
     train, ev = cfg.train, cfg.eval
+    epochs = train.get("epochs")
+    if epochs is not None:
+        _positive(epochs, "train.epochs", "Passes over each domain's training set, or null.")
     _positive(
         train.steps, "train.steps", "Give the optimizer steps per stage, e.g. train.steps=20."
     )
@@ -61,7 +65,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
     _positive(ev.batch_size, "eval.batch_size", "e.g. eval.batch_size=8.")
     if not isinstance(train.block_len, int) or train.block_len < 2:
         raise ConfigError(f"train.block_len={train.block_len!r} must be an integer >= 2.")
-    if not 0 <= train.warmup_steps <= train.steps:
+    if epochs is None and not 0 <= train.warmup_steps <= train.steps:
         raise ConfigError(
             f"train.warmup_steps={train.warmup_steps} must lie in [0, train.steps={train.steps}]."
         )
@@ -85,6 +89,35 @@ def validate_config(cfg: DictConfig) -> list[str]:
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"method.lora.dropout={lora.dropout} must lie in [0, 1).")
     return wanted
+
+
+KINDS = ("text", "pairs")
+
+
+def _check_domain_kinds(cfg: DictConfig, order: list[str], general: str | None) -> None:
+    """Every domain is ``text`` or ``pairs``; pairs domains are trained, and never given to an
+    option that reads text blocks (the general-text holdout, lm-eval's holdout tasks)."""
+    pairs = []
+    for name, domain in cfg.domains.items():
+        kind = domain.get("kind", "text")
+        if kind not in KINDS:
+            raise ConfigError(
+                f"domain {name!r}: kind={kind!r} is not one of {', '.join(KINDS)}; fix "
+                f"`domains.{name}.kind`."
+            )
+        if kind == "pairs" and (name in order or name == general):
+            pairs.append(name)
+    if general in pairs:
+        raise ConfigError(
+            f"eval.general_domain={general!r} is a pairs domain, but general retention reads "
+            "holdout text; name a holdout-only text domain (e.g. general) or set it to null."
+        )
+    if pairs and cfg.eval.get("lm_eval_holdout"):
+        raise ConfigError(
+            f"eval.lm_eval_holdout=true turns each domain's holdout text into an lm-eval "
+            f"perplexity task, but {pairs} are pairs domains (scored by accuracy); set "
+            "eval.lm_eval_holdout=false."
+        )
 
 
 def _check_scheduler(name: str) -> None:
@@ -116,6 +149,15 @@ def validate_for_model(cfg: DictConfig, model: Any, max_positions: int) -> None:
             f"{max_positions}; lower eval.prompted_context_tokens to at most "
             f"{max(max_positions - block_len, 0)}, or set eval.prompted_k=0."
         )
+    k = int(cfg.eval.prompted_k or 0)
+    for name, domain in cfg.domains.items():
+        tokens = int(domain.get("max_tokens") or 0) if domain.get("kind") == "pairs" else 0
+        if tokens * (k + 1) > max_positions > 0:
+            raise ConfigError(
+                f"domain {name!r}: max_tokens={tokens} per example, with eval.prompted_k={k} "
+                f"demonstrations in the prompted baseline, may exceed the model's context of "
+                f"{max_positions}; lower `domains.{name}.max_tokens` or eval.prompted_k."
+            )
     lora = cfg.method.get("lora")
     targets = None if lora is None else lora.get("target_modules")
     if targets is not None and not isinstance(targets, str):

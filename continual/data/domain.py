@@ -49,6 +49,25 @@ class DomainData:
     train_blocks: torch.Tensor
     holdout_blocks: torch.Tensor
     stats: dict[str, int] = field(default_factory=dict)
+    kind: str = "text"
+
+    def training_set(self) -> TextBlocks:
+        """What a training stage draws batches from."""
+        return TextBlocks(self.train_blocks)
+
+
+@dataclass
+class TextBlocks:
+    """Packed training blocks; every token of a block is a target (no padding, no mask)."""
+
+    blocks: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The blocks at ``indices`` as ``input_ids``."""
+        return {"input_ids": self.blocks[indices]}
 
 
 def build_domain(
@@ -87,7 +106,7 @@ def build_domain(
         holdout_docs, train_docs_used and holdout_docs_used (documents with tokens in a
         block), train_tokens and holdout_tokens (tokens in the returned blocks), train_blocks,
         holdout_blocks, holdout_blocks_available (full blocks the holdout documents give) and
-        block_len, plus the leakage-control counts of :func:`_choose_holdout`.
+        block_len, plus the leakage-control counts of :func:`choose_holdout`.
 
     Raises:
         ConfigError: a missing or impossible config value.
@@ -96,7 +115,7 @@ def build_domain(
     cfg = _checked_config(name, domain_cfg, holdout_blocks, max_train_blocks)
     started = time.perf_counter()
     docs, read_stats = _read_documents(name, cfg)
-    train_docs, holdout_docs, overlap_stats = _choose_holdout(name, cfg, docs)
+    train_docs, holdout_docs, overlap_stats = choose_holdout(name, cfg, docs)
 
     held, available, n_held_docs = pack_holdout_blocks(
         holdout_docs, tokenizer, block_len, holdout_blocks
@@ -209,10 +228,12 @@ def _read_documents(name: str, cfg: Mapping[str, Any]) -> tuple[list[Document], 
     }
 
 
-def _choose_holdout(
+def choose_holdout(
     name: str, cfg: Mapping[str, Any], docs: list[Document]
 ) -> tuple[list[Document], list[Document], dict[str, Any]]:
-    """Split ``docs`` into ``(train, holdout, overlap_stats)``.
+    """Split ``docs`` into ``(train, holdout, overlap_stats)`` by a salted hash of their ids
+    (``split_salt``, ``holdout_documents``, ``holdout_only``, ``max_holdout_overlap`` of
+    ``cfg``), with the leakage control on the holdout.
 
     ``overlap_stats`` (trainable domains with leakage control only): holdout documents over
     the overlap bound before the control, documents skipped for it, and the largest overlap

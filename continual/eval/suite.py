@@ -1,5 +1,6 @@
-"""What the recipe evaluates after every stage: holdout loss, lm-eval tasks, method diagnostics;
-and, once before any training, the prompted baseline.
+"""What the recipe evaluates after every stage: holdout loss (text domains), response-only
+loss, accuracy and ROUGE-L (pairs domains, :mod:`continual.eval.pairs`), lm-eval tasks, method
+diagnostics; and, once before any training, the prompted baseline.
 
 Values are ``{(eval_domain, metric): value}``, the keys of the tidy metrics table.
 """
@@ -28,8 +29,17 @@ def evaluate_all(
     """Holdout NLL of every domain, each under the model the method serves for it; plus the
     configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
     model) and the method's diagnostics."""
+    from continual.eval.pairs import evaluate_pairs
+
     values: dict[tuple[str, str], float] = {}
     for name, domain in data.items():
+        if domain.kind == "pairs":
+            with method.serving(name):
+                scores = evaluate_pairs(
+                    model, domain, cfg.eval.batch_size, device, desc=f"eval s{stage} {name}"
+                )
+            values.update({(name, metric): value for metric, value in scores.items()})
+            continue
         with method.serving(name):
             nll, _ = holdout_nll(
                 model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
@@ -96,11 +106,23 @@ def prompted_baseline(
     cfg: DictConfig, device: torch.device,
 ) -> dict[tuple[str, str], float]:  # fmt: skip
     """Stage-0 prompted baseline: the base model (as served before any training) scored on each
-    trained domain's holdout with ``eval.prompted_k`` training passages in its context."""
+    trained domain's holdout with ``eval.prompted_k`` training passages in its context; for a
+    pairs domain, ``eval.prompted_k`` solved training examples in front of every prompt
+    (``prompted_nll`` and ``prompted_accuracy``)."""
+    from continual.eval.pairs import evaluate_pairs
     from continual.eval.prompted import prompted_holdout_nll
 
     values = {}
     for name in order:
+        if data[name].kind == "pairs":
+            with method.serving(name):
+                scores = evaluate_pairs(
+                    model, data[name], int(cfg.eval.batch_size), device,
+                    k=int(cfg.eval.prompted_k), desc=f"prompted {name}",
+                )  # fmt: skip
+            values[(name, "prompted_nll")] = scores["holdout_nll"]
+            values[(name, "prompted_accuracy")] = scores["accuracy"]
+            continue
         with method.serving(name):
             values[(name, "prompted_nll")] = prompted_holdout_nll(
                 model, tokenizer, data[name].holdout_blocks, data[name].train_docs,

@@ -1,7 +1,8 @@
 """Metric definitions: continual-learning metrics over the stage x domain loss matrix
-(``matrix``), gradient-norm stability per stage (``stability``) and the statistics used to
-compare methods over seeds (``stats``)."""
+(``matrix``) and accuracy matrix (``accuracy``), gradient-norm stability per stage
+(``stability``) and the statistics used to compare methods over seeds (``stats``)."""
 
+from continual.metrics.accuracy import accuracy_forgetting_table, accuracy_summary  # noqa: F401
 from continual.metrics.matrix import (  # noqa: F401
     FORGETTING_TABLE_COLUMNS,
     average_forgetting_pct,

@@ -1,17 +1,33 @@
-"""One training stage: a fixed number of AdamW steps on one domain's blocks."""
+"""One training stage: AdamW steps on one domain's training set (packed text blocks, or padded
+input-output pairs whose loss counts response tokens only), sized in steps or in epochs."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from continual.errors import ContinualError
+from continual.errors import ConfigError, ContinualError
+
+IGNORE = -100  # label of positions without loss (prompt and padding of pairs)
+
+
+log = logging.getLogger(__name__)
+
+
+class TrainingSet(Protocol):
+    """Anything a stage can draw batches from (see ``TextBlocks`` and ``EncodedPairs``)."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
 
 class NumericalError(ContinualError):
@@ -24,6 +40,22 @@ class StepRecord:
     loss: float  # mean token cross-entropy of the batch (nats)
     grad_norm: float  # global L2 norm of all trainable gradients, before clipping
     lr: float  # learning rate of the first parameter group at this step
+    epoch: int = 1  # 1-based pass over the training set that this step's batch belongs to
+
+
+def stage_steps(cfg: Any, n_train: int) -> int:
+    """Optimizer steps of a stage: ``cfg.steps``, or ``ceil(cfg.epochs * n_train / batch_size)``
+    when ``cfg.epochs`` is set (so every training example is seen ``epochs`` times)."""
+    epochs = cfg.get("epochs")
+    if epochs is None:
+        return int(cfg.steps)
+    steps = max(1, math.ceil(float(epochs) * n_train / int(cfg.batch_size)))
+    if cfg.warmup_steps > steps:
+        raise ConfigError(
+            f"train.epochs={epochs} gives {steps} steps on {n_train} training items, fewer than "
+            f"train.warmup_steps={cfg.warmup_steps}; lower train.warmup_steps."
+        )
+    return steps
 
 
 def batch_indices(
@@ -41,39 +73,37 @@ def batch_indices(
 def train_stage(
     model: torch.nn.Module,
     param_groups: list[dict],
-    blocks: torch.Tensor,
+    train_set: TrainingSet,
     cfg: DictConfig,
     device: torch.device,
     generator: torch.Generator,
     desc: str = "train",
 ) -> list[StepRecord]:
-    """Train for ``cfg.steps`` optimizer steps; returns one record per step.
+    """Train for :func:`stage_steps` optimizer steps; returns one record per step.
 
-    ``cfg``: steps, batch_size, micro_batch_size, lr, weight_decay, warmup_steps, scheduler,
-    max_grad_norm (0 disables clipping; the norm is still measured). Raises NumericalError on a
-    non-finite loss or gradient norm.
+    ``cfg``: steps or epochs, batch_size, micro_batch_size, lr, weight_decay, warmup_steps,
+    scheduler, max_grad_norm (0 disables clipping; the norm is still measured). A batch's loss
+    is the mean token cross-entropy over its target tokens (every token of a text block; the
+    response tokens of pairs). Logs the mean training loss of every epoch. Raises
+    NumericalError on a non-finite loss or gradient norm.
     """
+    steps = stage_steps(cfg, len(train_set))
     params = [p for group in param_groups for p in group["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
-        cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+        cfg.scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=steps
     )
     micro = min(cfg.micro_batch_size, cfg.batch_size)
-    batches = batch_indices(len(blocks), cfg.batch_size, generator)
+    batches = batch_indices(len(train_set), cfg.batch_size, generator)
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm and cfg.max_grad_norm > 0 else math.inf
     records: list[StepRecord] = []
     model.train()
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc, unit="step")
+    bar = tqdm(range(1, steps + 1), desc=desc, unit="step")
     for step in bar:
-        batch = blocks[next(batches)]
+        epoch = (step - 1) * int(cfg.batch_size) // len(train_set) + 1
+        batch = train_set.batch(next(batches))
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for chunk in batch.split(micro):
-            ids = chunk.to(device)
-            loss = model(input_ids=ids, labels=ids).loss
-            (loss * len(chunk) / len(batch)).backward()
-            loss_sum += float(loss.detach()) * len(chunk)
-        loss_value = loss_sum / len(batch)
+        loss_value = _accumulate(model, batch, micro, device)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             raise NumericalError(
@@ -83,7 +113,46 @@ def train_stage(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        records.append(StepRecord(step, loss_value, grad_norm, lr))
+        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch))
         bar.set_postfix(loss=f"{loss_value:.3f}", gnorm=f"{grad_norm:.2f}")
     model.eval()
+    _log_epochs(desc, records)
     return records
+
+
+def _accumulate(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], micro: int, device: torch.device
+) -> float:
+    """Forward/backward ``batch`` in micro-batches; gradients of the batch's mean token loss."""
+    ids = batch["input_ids"]
+    if "labels" not in batch:  # text: every position of every block is a target
+        loss_sum = 0.0
+        for chunk in ids.split(micro):
+            chunk = chunk.to(device)
+            loss = model(input_ids=chunk, labels=chunk).loss
+            (loss * len(chunk) / len(ids)).backward()
+            loss_sum += float(loss.detach()) * len(chunk)
+        return loss_sum / len(ids)
+    n_targets = int((batch["labels"][:, 1:] != IGNORE).sum())
+    total = 0.0
+    for start in range(0, len(ids), micro):
+        part = {k: v[start : start + micro].to(device) for k, v in batch.items()}
+        logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), part["labels"][:, 1:].flatten(),
+            ignore_index=IGNORE, reduction="sum",
+        ) / n_targets  # fmt: skip
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+def _log_epochs(desc: str, records: list[StepRecord]) -> None:
+    """One log line per epoch: the mean training loss of its steps."""
+    epochs = sorted({r.epoch for r in records})
+    for epoch in epochs:
+        losses = [r.loss for r in records if r.epoch == epoch]
+        log.info(
+            "%s: epoch %d/%d, mean train loss %.4f over %d steps",
+            desc, epoch, epochs[-1], sum(losses) / len(losses), len(losses),
+        )  # fmt: skip

@@ -29,6 +29,15 @@ def read_licenses(
     stem (the licence key); files sorted by key; empty texts are skipped. The corpus has
     many near-duplicates (BSD/MIT variants): use ``near_dedup: true``.
     """
+    for key, _front, body in iter_licences(path, include_deprecated):
+        yield Document(doc_id=key, text=body)
+
+
+def iter_licences(
+    path: str | None = None, include_deprecated: bool = False
+) -> Iterator[tuple[str, str, str]]:
+    """``(key, front_matter, text)`` of every licence with a non-empty text, sorted by key
+    (params as for :func:`read_licenses`)."""
     if path is None:
         directory = package_file("licensedcode-data", "licensedcode/data/licenses", _LICENSES_PIP)
     else:
@@ -42,7 +51,7 @@ def read_licenses(
         if not include_deprecated and _DEPRECATED.search(front):
             continue
         if body.strip():
-            yield Document(doc_id=file.stem, text=body)
+            yield file.stem, front, body
 
 
 def _split_front_matter(text: str, file: Path) -> tuple[str, str]:

@@ -32,7 +32,7 @@ from continual.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-Reader = Callable[..., Iterable[Document]]
+Reader = Callable[..., Iterable[Any]]
 
 # The readers that ship with the project, by the name the docs use for them.
 BUILTIN_READERS: dict[str, str] = {
@@ -47,8 +47,11 @@ BUILTIN_READERS: dict[str, str] = {
 _BUILTINS = ", ".join(BUILTIN_READERS.values())
 
 
-def load_documents(source: Any, max_documents: int | None = None) -> list[Document]:
-    """Read the documents of the reader that ``source`` names.
+def load_documents(
+    source: Any, max_documents: int | None = None, record_type: type = Document
+) -> list[Any]:
+    """Read the documents (or, with ``record_type=Example``, the pairs) of the reader that
+    ``source`` names.
 
     Args:
         source: A mapping (dict or ``DictConfig``) with ``_target_``, the dotted path of a reader
@@ -82,15 +85,16 @@ def load_documents(source: Any, max_documents: int | None = None) -> list[Docume
             documents.close()  # releases open files when we stopped early
     if not docs:
         raise DataError(
-            f"reader {target} with params {params} produced no documents; check the params "
+            f"reader {target} with params {params} produced no records; check the params "
             "(paths, filters, field names) or the data itself."
         )
-    if not all(isinstance(d, Document) for d in docs):
+    if not all(isinstance(d, record_type) for d in docs):
         raise ConfigError(
-            f"reader {target} must yield continual.data.documents.Document objects; fix the "
-            "reader or point `source._target_` at another one."
+            f"reader {target} must yield continual.data.documents.{record_type.__name__} "
+            "objects (Document for a text domain, Example for a pairs domain); fix the reader, "
+            "point `source._target_` at another one, or check the domain's `kind`."
         )
-    logger.info("loaded %d documents from reader %s", len(docs), target)
+    logger.info("loaded %d records from reader %s", len(docs), target)
     return docs
 
 
@@ -184,7 +188,7 @@ def _why_not(target: str, error: Exception) -> str:
     return str(error.__cause__ or error).splitlines()[0]
 
 
-def _call(target: str, params: dict[str, Any]) -> Iterator[Document]:
+def _call(target: str, params: dict[str, Any]) -> Iterator[Any]:
     """Bind the reader with ``hydra.utils.instantiate`` and call it with ``params`` as they are.
 
     ``_partial_`` keeps the plain values away from OmegaConf, which would read a literal

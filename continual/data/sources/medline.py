@@ -35,11 +35,21 @@ def read_pubmed(
     ``Abstract/AbstractText`` sections joined by newlines, labelled ones as ``LABEL: text``.
     Articles without an abstract are skipped.
     """
+    journals = compile_patterns(as_str_list(journal_include, "journal_include"), "journal_include")
+    seen: set[str] = set()
+    for citation in iter_citations(file):
+        doc = _pubmed_document(citation, journals)
+        if doc is not None and doc.doc_id not in seen:
+            seen.add(doc.doc_id)
+            yield doc
+
+
+def iter_citations(file: str) -> Iterator[Any]:
+    """The ``MedlineCitation`` elements of a MEDLINE XML file (see :func:`read_pubmed` for
+    ``file``), streamed; each element is cleared once the caller moves on."""
     from lxml import etree
 
     path = _resolve_pubmed_file(file)
-    journals = compile_patterns(as_str_list(journal_include, "journal_include"), "journal_include")
-    seen: set[str] = set()
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             events = etree.iterparse(
@@ -47,18 +57,22 @@ def read_pubmed(
             )
             for _, article in events:
                 citation = article.find("MedlineCitation")
-                doc = _pubmed_document(citation, journals) if citation is not None else None
+                if citation is not None:
+                    yield citation
                 article.clear()
                 while article.getprevious() is not None:  # free what was parsed so far
                     del article.getparent()[0]
-                if doc is not None and doc.doc_id not in seen:
-                    seen.add(doc.doc_id)
-                    yield doc
     except (etree.XMLSyntaxError, OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"cannot parse {path} as MEDLINE XML: {e}; the file is corrupt, truncated or not "
             f"PubMed XML. Replace it with a good copy (or reinstall `{_PUBMED_PIP}`)."
         ) from e
+
+
+def section_text(section: Any) -> str:
+    """An ``AbstractText`` element as plain text: inline markup flattened, entities unescaped
+    (MEDLINE sometimes double-escapes), whitespace collapsed."""
+    return " ".join(html.unescape("".join(section.itertext())).split())
 
 
 def _resolve_pubmed_file(file: str) -> Path:
@@ -100,8 +114,7 @@ def _pubmed_document(citation: Any, journals: list[re.Pattern[str]]) -> Document
             return None
     parts = []
     for section in sections:
-        # inline <i>/<sub>/MathML become plain text; MEDLINE sometimes double-escapes (&lt;)
-        body = " ".join(html.unescape("".join(section.itertext())).split())
+        body = section_text(section)
         if not body:
             continue
         label = (section.get("Label") or "").strip()

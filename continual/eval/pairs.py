@@ -1,0 +1,215 @@
+"""Evaluation of a ``pairs`` domain: response-only NLL, task accuracy, ROUGE-L.
+
+Definitions (per domain, over its holdout examples):
+
+* ``holdout_nll``: mean negative log-likelihood (nats) per response token, the response being
+  the answer plus its end-of-turn marker, given the rendered prompt; prompt tokens are not
+  scored. Summed over all response tokens of the holdout, divided by their count.
+* ``accuracy`` (fraction in [0, 1]):
+  - ``answer: choice``: the example is right when its gold answer has the highest
+    log-likelihood (sum over the answer's tokens plus the end-of-turn marker) among its choices;
+  - ``answer: generate``: greedy generation (at most ``max_new_tokens``) is right when it equals
+    the gold answer after :func:`normalise_answer`.
+* ``rougeL`` (``generate`` with ``rouge: true``): mean ROUGE-L F1 between the generated and the
+  gold answer (``rouge-score``'s tokenizer: lower-cased alphanumeric words).
+
+The prompted baseline scores the same holdout with ``k`` training examples as solved
+demonstrations in front of every prompt (``prompted_nll``, ``prompted_accuracy``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from continual.data.pairs import EncodedPairs, PairsDomain
+
+
+def normalise_answer(text: str) -> str:
+    """The answer as compared for exact match: NFKC, first non-empty line only, surrounding
+    whitespace, quotes and backticks and a trailing full stop removed, runs of whitespace
+    collapsed to one space, case-folded."""
+    text = unicodedata.normalize("NFKC", text)
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text.strip().strip("`'\"").strip().rstrip(".").strip()
+    return " ".join(text.split()).casefold()
+
+
+@torch.inference_mode()
+def response_nll(
+    model: torch.nn.Module, encoded: EncodedPairs, batch_size: int, device: torch.device,
+    desc: str = "nll",
+) -> tuple[float, int]:  # fmt: skip
+    """Mean NLL per response token over all examples, and the number of response tokens."""
+    from continual.data.pairs import IGNORE
+
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, unit="batch"):
+        batch = encoded.batch(range(start, min(start + batch_size, len(encoded))))
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            use_cache=False,
+        ).logits[:, :-1]
+        labels = batch["labels"][:, 1:].to(device)
+        total += float(
+            torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE,
+                reduction="sum",
+            )
+        )  # fmt: skip
+        count += int((labels != IGNORE).sum())
+    return total / count, count
+
+
+def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :] = torch.tensor(list(p))
+        mask[r, width - len(p) :] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def choice_logliks(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[int]],
+    device: torch.device, pad_id: int,
+) -> torch.Tensor:  # fmt: skip
+    """``[n_prompts, n_options]`` log-likelihoods: ``log p(option | prompt)`` summed over the
+    option's tokens. The prompts run once (left-padded, with a KV cache); each option then
+    continues from the cache, which is cropped back before the next option."""
+    ids, mask = _left_padded(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    cache, width, n = out.past_key_values, ids.shape[1], len(prompts)
+    lengths = mask.sum(-1, keepdim=True)
+    scores = []
+    for option in options:
+        score = first[:, option[0]].clone()
+        if len(option) > 1:
+            feed = torch.tensor(list(option[:-1]), device=device).expand(n, -1)
+            step = model(
+                input_ids=feed,
+                attention_mask=torch.cat([mask, torch.ones_like(feed)], dim=-1),
+                position_ids=lengths + torch.arange(len(option) - 1, device=device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logp = torch.log_softmax(step.logits.float(), dim=-1)
+            targets = torch.tensor(list(option[1:]), device=device).expand(n, -1)
+            score += logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
+            cache.crop(width)
+        scores.append(score)
+    return torch.stack(scores, dim=1).cpu()
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: Any, prompts: Sequence[Sequence[int]], tokenizer: Any, device: torch.device,
+    pad_id: int, stop_ids: list[int], max_new_tokens: int,
+) -> list[str]:  # fmt: skip
+    """Greedy continuations of ``prompts`` (left-padded batch), decoded without special tokens."""
+    from transformers import GenerationConfig
+
+    ids, mask = _left_padded(prompts, pad_id)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+        eos_token_id=stop_ids or None,
+    )  # fmt: skip
+    out = model.generate(
+        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+    )
+    return tokenizer.batch_decode(out[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
+
+
+def evaluate_pairs(
+    model: Any, domain: PairsDomain, batch_size: int, device: torch.device, k: int = 0,
+    desc: str = "eval",
+) -> dict[str, float]:  # fmt: skip
+    """``holdout_nll``, ``accuracy`` and (when enabled) ``rougeL`` of ``domain``'s holdout
+    under ``model`` as it is now; with ``k > 0`` the first ``k`` training examples are shown as
+    demonstrations before every prompt (the prompted baseline)."""
+    from continual.data.pairs import EncodedPairs
+
+    was_training = model.training
+    model.eval()
+    renderer, holdout = domain.renderer, domain.holdout
+    demos = domain.train[:k]
+    encoded = domain.holdout_encoded
+    if demos:
+        prompts = [renderer.encode_prompt(ex.prompt, demos) for ex in holdout]
+        encoded = EncodedPairs(prompts, encoded.responses, encoded.pad_id)
+    values: dict[str, float] = {}
+    if domain.answer == "choice":
+        right, nll, count = _choice_scores(model, domain, encoded, batch_size, device, desc)
+        values["holdout_nll"] = nll / count
+    else:
+        values["holdout_nll"], _ = response_nll(model, encoded, batch_size, device, desc)
+        predictions = []
+        for start in tqdm(range(0, len(holdout), batch_size), desc=f"{desc} gen", leave=False):
+            predictions += generate_answers(
+                model, encoded.prompts[start : start + batch_size], renderer.tokenizer, device,
+                encoded.pad_id, renderer.stop_ids(), domain.max_new_tokens,
+            )  # fmt: skip
+        golds = [ex.response for ex in holdout]
+        right = [
+            normalise_answer(p) == normalise_answer(g)
+            for p, g in zip(predictions, golds, strict=True)
+        ]  # noqa: E501
+        if domain.rouge:
+            values["rougeL"] = rouge_l(predictions, golds)
+    values["accuracy"] = sum(right) / len(right)
+    model.train(was_training)
+    return values
+
+
+def _choice_scores(
+    model: Any, domain: PairsDomain, encoded: EncodedPairs, batch_size: int,
+    device: torch.device, desc: str,
+) -> tuple[list[bool], float, int]:  # fmt: skip
+    """Per example whether the gold choice scores highest; the gold answers' summed NLL and
+    token count (the response-only NLL, as the gold answer is one of the choices)."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, ex in enumerate(domain.holdout):
+        groups[tuple(ex.choices or ())].append(i)
+    right = [False] * len(domain.holdout)
+    nll, count = 0.0, 0
+    bar = tqdm(total=len(domain.holdout), desc=f"{desc} choices", leave=False, unit="example")
+    for choices, members in groups.items():
+        options = [domain.renderer.encode_response(c) for c in choices]
+        for start in range(0, len(members), batch_size):
+            rows = members[start : start + batch_size]
+            scores = choice_logliks(
+                model, [encoded.prompts[i] for i in rows], options, device, encoded.pad_id
+            )
+            for r, i in enumerate(rows):
+                gold = choices.index(domain.holdout[i].response)
+                right[i] = int(scores[r].argmax()) == gold
+                nll -= float(scores[r, gold])
+                count += len(options[gold])
+            bar.update(len(rows))
+    bar.close()
+    return right, nll, count
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F1 (``rouge-score``) of predictions against references."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scores = [
+        scorer.score(ref, pred)["rougeL"].fmeasure
+        for pred, ref in zip(predictions, references, strict=True)
+    ]
+    return sum(scores) / len(scores)
