@@ -38,41 +38,66 @@ def read_hf(
     Rows whose text is null are yielded as empty documents (dropped later by ``min_chars``).
     Without internet, a Hub dataset must already be in the local datasets cache.
     """
+    ds = open_dataset(
+        path,
+        name=name,
+        split=split,
+        revision=revision,
+        data_files=data_files,
+        streaming=streaming,
+        cache_dir=cache_dir,
+        local_readers="read_jsonl or read_text",
+    )
+    yield from _iter_hf_rows(ds, path, text_field, id_field)
+
+
+def open_dataset(
+    path: str,
+    *,
+    name: str | None,
+    split: str,
+    revision: str | None,
+    data_files: str | list[str] | dict[str, Any] | None = None,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+    local_readers: str,
+) -> Any:
+    """One split of a Hugging Face dataset: ``load_from_disk`` for a ``save_to_disk`` directory,
+    else ``load_dataset``; every failure is a DataError with the fix (``local_readers`` names
+    the readers of local files to suggest when the Hub cannot be reached)."""
     import datasets
 
     local = Path(path).expanduser()
     if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
-        ds = _load_from_disk(datasets, local, split)  # written by save_to_disk
-    else:
-        try:
-            ds = datasets.load_dataset(
-                path,
-                name,
-                split=split,
-                revision=revision,
-                data_files=data_files,
-                streaming=streaming,
-                cache_dir=cache_dir,
-            )
-        except ConnectionError as e:
-            raise DataError(
-                f"Hugging Face dataset {path!r} (config {name!r}) could not be fetched and is "
-                f"not in the local datasets cache ({e}). It needs internet once (then it is "
-                "cached), or set `source.path` to a local directory (save_to_disk output), or "
-                "point `source._target_` at read_jsonl or read_text with a local file."
-            ) from e
-        except FileNotFoundError as e:
-            raise DataError(
-                f"Hugging Face dataset {path!r} (config {name!r}, data_files {data_files!r}) "
-                f"was not found: {e}. Check `source.path`/`source.data_files`."
-            ) from e
-        except Exception as e:  # datasets raises many types; keep the cause chained
-            raise DataError(
-                f"loading Hugging Face dataset {path!r} (config {name!r}, split {split!r}) "
-                f"failed: {type(e).__name__}: {e}. Check the `source` params (path, name, split, "
-                "data_files, revision)."
-            ) from e
-    yield from _iter_hf_rows(ds, path, text_field, id_field)
+        return _load_from_disk(datasets, local, split)  # written by save_to_disk
+    try:
+        return datasets.load_dataset(
+            path,
+            name,
+            split=split,
+            revision=revision,
+            data_files=data_files,
+            streaming=streaming,
+            cache_dir=cache_dir,
+        )
+    except ConnectionError as e:
+        raise DataError(
+            f"Hugging Face dataset {path!r} (config {name!r}) could not be fetched and is "
+            f"not in the local datasets cache ({e}). It needs internet once (then it is "
+            "cached), or set `source.path` to a local directory (save_to_disk output), or "
+            f"point `source._target_` at {local_readers} with a local file."
+        ) from e
+    except FileNotFoundError as e:
+        raise DataError(
+            f"Hugging Face dataset {path!r} (config {name!r}, data_files {data_files!r}) "
+            f"was not found: {e}. Check `source.path`/`source.data_files`."
+        ) from e
+    except Exception as e:  # datasets raises many types; keep the cause chained
+        raise DataError(
+            f"loading Hugging Face dataset {path!r} (config {name!r}, split {split!r}) "
+            f"failed: {type(e).__name__}: {e}. Check the `source` params (path, name, split, "
+            "data_files, revision)."
+        ) from e
 
 
 def _load_from_disk(datasets: Any, local: Path, split: str) -> Any:
