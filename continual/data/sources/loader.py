@@ -43,6 +43,8 @@ BUILTIN_READERS: dict[str, str] = {
     "hf": "continual.data.sources.hub.read_hf",
     "jsonl": "continual.data.sources.local_files.read_jsonl",
     "text": "continual.data.sources.local_files.read_text",
+    "pairs_jsonl": "continual.data.sources.pairs_files.read_pairs_jsonl",
+    "pairs_hf": "continual.data.sources.pairs_files.read_pairs_hf",
 }
 _BUILTINS = ", ".join(BUILTIN_READERS.values())
 
