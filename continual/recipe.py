@@ -330,12 +330,13 @@ def log_report(
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
         if not accuracy.empty:
+            table = clm.accuracy_forgetting_table(accuracy, order)
             accuracy.index = labels
             accuracy.index.name = "accuracy"
             log.info("Stage x domain task accuracy (pairs domains):\n%s", accuracy.to_string())
             log.info(
                 "Accuracy forgetting (points and %% of the accuracy after the own stage):\n%s",
-                clm.accuracy_forgetting_table(accuracy, order).to_string(index=False),
+                table.to_string(index=False),
             )
         log.info(
             "Forgetting (final stage vs right after the domain's own stage):\n%s",

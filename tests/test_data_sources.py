@@ -24,6 +24,11 @@ WIKI = "continual.data.sources.wiki.read_wiki"
 HF = "continual.data.sources.hub.read_hf"
 JSONL = "continual.data.sources.local_files.read_jsonl"
 TEXT = "continual.data.sources.local_files.read_text"
+PAIRS = {f"continual.data.sources.pairs_files.read_pairs_{k}" for k in ("jsonl", "hf")}
+TASKS = {
+    f"continual.data.sources.tasks.read_{k}"
+    for k in ("abstract_sections", "licence_categories", "function_names")
+}
 
 
 def _jsonl(path: Path, rows: list[object]) -> Path:
@@ -35,7 +40,17 @@ def _jsonl(path: Path, rows: list[object]) -> Path:
 
 
 def test_builtin_readers_are_importable_generators() -> None:
-    assert set(BUILTIN_READERS.values()) == {PUBMED, LICENSES, STDLIB, WIKI, HF, JSONL, TEXT}
+    assert set(BUILTIN_READERS.values()) == {
+        PUBMED,
+        LICENSES,
+        STDLIB,
+        WIKI,
+        HF,
+        JSONL,
+        TEXT,
+        *PAIRS,
+        *TASKS,
+    }
     for target in BUILTIN_READERS.values():
         assert inspect.isgeneratorfunction(get_method(target)), target
 

@@ -56,7 +56,15 @@ class Renderer:
                 f"domain {domain!r} asks for the chat template, but the model's tokenizer has "
                 f"none; set `domains.{domain}.template=plain` (or auto), or use a chat model."
             )
-        if "{prompt}" not in plain_format:
+        try:
+            filled = plain_format.format(prompt="\0")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(
+                f"domain {domain!r}: plain_format {plain_format!r} cannot be filled in "
+                f"({type(e).__name__}: {e}); it may use only the field {{prompt}}, and literal "
+                f"braces must be doubled ({{{{ }}}}). Fix `domains.{domain}.plain_format`."
+            ) from e
+        if "\0" not in filled:
             raise ConfigError(
                 f"domain {domain!r}: plain_format {plain_format!r} has no '{{prompt}}' field; "
                 f"fix `domains.{domain}.plain_format`."
@@ -105,7 +113,7 @@ class Renderer:
         full = self.tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": response}], tokenize=False
         )
-        if not full.startswith(before) or response not in full[len(before) :]:
+        if not full.startswith(before) or response.strip() not in full[len(before) :]:
             raise ConfigError(
                 f"domain {self.domain!r}: the model's chat template does not write the answer "
                 f"right after the assistant header; set `domains.{self.domain}.template=plain`."

@@ -19,6 +19,8 @@ demonstrations in front of every prompt (``prompted_nll``, ``prompted_accuracy``
 
 from __future__ import annotations
 
+import copy
+import inspect
 import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
@@ -86,13 +88,13 @@ def choice_logliks(
 ) -> torch.Tensor:  # fmt: skip
     """``[n_prompts, n_options]`` log-likelihoods: ``log p(option | prompt)`` summed over the
     option's tokens. The prompts run once (left-padded, with a KV cache); each option then
-    continues from the cache, which is cropped back before the next option."""
+    continues from a copy of that cache."""
     ids, mask = _left_padded(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    cache, width, n = out.past_key_values, ids.shape[1], len(prompts)
+    cache, n = out.past_key_values, len(prompts)
     lengths = mask.sum(-1, keepdim=True)
     scores = []
     for option in options:
@@ -103,15 +105,21 @@ def choice_logliks(
                 input_ids=feed,
                 attention_mask=torch.cat([mask, torch.ones_like(feed)], dim=-1),
                 position_ids=lengths + torch.arange(len(option) - 1, device=device),
-                past_key_values=cache,
                 use_cache=True,
+                **{_cache_argument(model): copy.deepcopy(cache)},
             )
             logp = torch.log_softmax(step.logits.float(), dim=-1)
             targets = torch.tensor(list(option[1:]), device=device).expand(n, -1)
             score += logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
-            cache.crop(width)
         scores.append(score)
     return torch.stack(scores, dim=1).cpu()
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in newer transformers releases,
+    ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 @torch.inference_mode()

@@ -45,6 +45,9 @@ BUILTIN_READERS: dict[str, str] = {
     "text": "continual.data.sources.local_files.read_text",
     "pairs_jsonl": "continual.data.sources.pairs_files.read_pairs_jsonl",
     "pairs_hf": "continual.data.sources.pairs_files.read_pairs_hf",
+    "abstract_sections": "continual.data.sources.tasks.read_abstract_sections",
+    "licence_categories": "continual.data.sources.tasks.read_licence_categories",
+    "function_names": "continual.data.sources.tasks.read_function_names",
 }
 _BUILTINS = ", ".join(BUILTIN_READERS.values())
 

@@ -32,9 +32,14 @@ MASK = "___"
 _CATEGORY = re.compile(r"^category:\s*['\"]?(.+?)['\"]?\s*$", re.MULTILINE)
 
 
-def _first_words(text: str, max_words: int) -> str:
-    words = text.split()
-    return " ".join(words[:max_words])
+def _first_words(text: str, max_words: int, max_chars: int = 400) -> str:
+    """The first ``max_words`` words, cut further to at most ``max_chars`` characters at a word
+    boundary (scripts without spaces, e.g. Japanese, would otherwise give one huge word)."""
+    text = " ".join(text.split()[:max_words])
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    return cut.rsplit(" ", 1)[0] if " " in cut else cut
 
 
 def _pick(key: str, n: int) -> int:
@@ -49,7 +54,7 @@ def read_abstract_sections(
 
     Params:
         file: MEDLINE XML, as for :func:`~continual.data.sources.medline.read_pubmed`.
-        max_words: the passage is cut to its first ``max_words`` words.
+        max_words: the passage is cut to its first ``max_words`` words (and 400 characters).
         min_words: sections shorter than this are not used.
 
     Of an abstract's sections whose ``NlmCategory`` is one of :data:`SECTIONS` (UNASSIGNED
@@ -81,11 +86,13 @@ def read_licence_categories(
 
     Params:
         path: a directory of ScanCode ``*.LICENSE`` files (default: ``licensedcode-data``).
-        max_words: the text is cut to its first ``max_words`` words.
+        max_words: the text is cut to its first ``max_words`` words (and 400 characters).
         min_category_size: categories with fewer licences (not deprecated) are left out, so
             every class has examples on both sides of the split (7 of 11 remain at 50).
 
-    ``example_id`` is the licence key; choices are the kept categories, sorted.
+    Licences whose opening is mostly in a non-Latin script are left out (see
+    :func:`_mostly_latin`). ``example_id`` is the licence key; choices are the kept categories,
+    sorted.
     """
     licences = [
         (key, match.group(1).strip(), body)
@@ -101,12 +108,19 @@ def read_licence_categories(
         )
     options = ", ".join(kept)
     for key, category, body in licences:
-        if category in kept:
+        text = _first_words(body, max_words)
+        if category in kept and _mostly_latin(text):
             prompt = (
                 "Which category of licence is this text from? "
-                f"Answer with one of: {options}.\n\nText: {_first_words(body, max_words)}"
+                f"Answer with one of: {options}.\n\nText: {text}"
             )
             yield Example(key, prompt, category, kept)
+
+
+def _mostly_latin(text: str) -> bool:
+    """At most 10% of the characters are outside Latin-1 (the task is posed in English; a
+    licence in another script would also cost several tokens per character)."""
+    return sum(ord(ch) > 0xFF for ch in text) <= 0.1 * max(len(text), 1)
 
 
 def read_function_names(
