@@ -1,4 +1,4 @@
-"""continual.metrics.accuracy against hand-computed numbers.
+"""continual.metrics.accuracy and the over-seed accuracy tables, against hand-computed numbers.
 
 Accuracy matrices ``A`` hold fractions (stage x domain); every metric is in points (or % for
 ``*_pct``). Positive forgetting = worse; BWT keeps the literature sign (negative = forgetting).
@@ -7,15 +7,20 @@ Accuracy matrices ``A`` hold fractions (stage x domain); every metric is in poin
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from continual import analysis as an
 from continual import metrics as M
+from continual.analysis import accuracy_tables as at
 from continual.recipe import summarise
 from continual.rundir import PROMPTED_ACC_GAP, loss_matrix, tidy_rows
-from tests.pairs_runs import SWEEP, pairs_metrics
+from tests.pairs_runs import SWEEP, pairs_metrics, write_pairs_sweep
+
+T_975_1DF = 12.706204736  # Student-t quantile, 2 seeds (1 degree of freedom)
 
 
 def matrix(columns: dict[str, list[float]]) -> pd.DataFrame:
@@ -165,3 +170,102 @@ def test_recipe_summary_rows_keep_loss_metrics_unchanged() -> None:
     cfg = OmegaConf.create({"sequence": {"order": order},
                             "eval": {"general_domain": None, "lm_eval_tasks": []}})  # fmt: skip
     assert summarise(cfg, ids, text)[3] == pytest.approx(loss)
+
+
+# --------------------------------------------------------------------------- over-seed tables
+# SWEEP (tests/pairs_runs.py), lora: legal A = [.10, .10, .80, .60] (seed 0), [.10, .20, .90,
+# .50] (seed 1); code [.20, .20, .30, .90], [.20, .20, .40, .80]; prompted legal .30 / .40,
+# code .50 / .50; legal NLL after its own stage 1.0, final 1.3 / 1.5.
+
+
+@pytest.fixture(scope="module")
+def sweep_metrics(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    root = write_pairs_sweep(tmp_path_factory.mktemp("pairs") / "sweep")
+    return an.load_metrics(an.find_runs(root))
+
+
+def _row(table: pd.DataFrame, **where: object) -> pd.Series:
+    mask = pd.Series(True, index=table.index)
+    for key, value in where.items():
+        mask &= table[key] == value
+    assert mask.sum() == 1, where
+    return table[mask].iloc[0]
+
+
+def test_accuracy_matrix_in_percent(sweep_metrics: pd.DataFrame) -> None:
+    mean, sd = at.accuracy_matrix(sweep_metrics, "lora")
+    assert list(mean.columns) == ["legal", "code"]  # med has no accuracy
+    assert mean.at[2, "legal"] == pytest.approx(85.0)  # (80 + 90) / 2
+    assert sd.at[2, "legal"] == pytest.approx(math.sqrt(50))  # |80 - 90| / sqrt(2) = 7.07
+
+
+def test_accuracy_forgetting_summary(sweep_metrics: pd.DataFrame) -> None:
+    table = at.accuracy_forgetting_summary(sweep_metrics)
+    assert set(table["domain"]) == {"legal", "average"}  # code: last stage; med: no accuracy
+    pts = _row(table, method="lora", domain="legal", metric="forgetting_pts")
+    # seeds: 80 - 60 = 20 and 90 - 50 = 40 -> 30 ± 14.14, CI 30 ± 12.706 x 10
+    assert (pts["n"], pts["mean"], pts["sd"]) == pytest.approx((2, 30.0, math.sqrt(200)))
+    assert pts["ci_low"] == pytest.approx(30 - T_975_1DF * 10)
+    pct = _row(table, method="lora", domain="legal", metric="forgetting_pct")
+    assert pct["mean"] == pytest.approx((25.0 + 400 / 9) / 2)  # 20/0.8 and 40/0.9
+    delta = _row(table, method="lora", domain="legal", metric="delta_nll")
+    assert delta["mean"] == pytest.approx(0.4)  # 1.3 - 1.0 and 1.5 - 1.0
+    own = _row(table, method="lora", domain="legal", metric="acc_after_own_stage")
+    assert own["mean"] == pytest.approx(85.0)
+    avg = _row(table, method="lora", domain="average", metric="forgetting_pts")
+    assert avg["mean"] == pytest.approx(30.0)
+    frozen = _row(table, method="frozen_lora", domain="legal", metric="forgetting_pts")
+    assert frozen["mean"] == 0.0
+    assert table["method"].drop_duplicates().tolist() == ["lora", "frozen_lora"]
+
+
+def test_accuracy_summary_table_and_prompted(sweep_metrics: pd.DataFrame) -> None:
+    table = at.accuracy_summary_table(sweep_metrics)
+    lora = table[table["method"] == "lora"].set_index("metric")
+    assert list(lora.index) == at.ACC_SUMMARY_METRICS
+    assert lora.at["acc_bwt", "mean"] == pytest.approx(-30.0)  # -20 and -40
+    # FWT per seed: mean(0, 10) = 5 and mean(10, 20) = 15 -> 10 ± 7.07
+    assert lora.at["acc_fwt", "mean"] == pytest.approx(10.0)
+    assert lora.at["acc_fwt", "ci_high"] == pytest.approx(10 + T_975_1DF * 5)
+    assert lora.at["final_avg_accuracy", "mean"] == pytest.approx(70.0)  # 75 and 65
+    prompted = at.accuracy_prompted_summary(sweep_metrics)
+    gap = _row(prompted, method="lora", domain="legal", metric="finetuned_minus_prompted_pts")
+    assert (gap["mean"], gap["sd"]) == pytest.approx((50.0, 0.0))  # 80 - 30 and 90 - 40
+    code = _row(prompted, method="lora", domain="code", metric="finetuned_minus_prompted_pts")
+    assert code["mean"] == pytest.approx(35.0)  # 90 - 50 and 80 - 50
+    assert _row(prompted, method="lora", domain="legal", metric="prompted_acc")["mean"] == 35.0
+    assert _row(prompted, method="lora", domain="legal", metric="base_acc")["mean"] == 10.0
+    stored = an.run_summaries(sweep_metrics)
+    stored = stored[(stored["method"] == "lora") & (stored["metric"] == f"{PROMPTED_ACC_GAP}/code")]
+    assert sorted(stored["value"]) == pytest.approx([30.0, 40.0])
+
+
+def test_run_summaries_recompute_accuracy_without_summary_rows(
+    sweep_metrics: pd.DataFrame,
+) -> None:
+    stored = an.run_summaries(sweep_metrics)
+    assert {"acc_bwt", "acc_forgetting_pts/legal", "final_accuracy/code"} <= set(stored["metric"])
+    final = sweep_metrics["stage"] == 3
+    per_stage = {"holdout_nll", "accuracy"}
+    bare = sweep_metrics[~final | sweep_metrics["metric"].isin(per_stage)]
+    recomputed = an.run_summaries(bare)
+    merged = stored.merge(recomputed, on=["run_dir", "metric"], suffixes=("_s", "_r"))
+    acc = merged[merged["metric"].map(at.is_accuracy_metric)]
+    acc = acc[~acc["metric"].str.startswith(PROMPTED_ACC_GAP)]  # not recomputed
+    assert len(acc) == 4 * 11  # 6 run-level, 3 forgetting of legal, 2 final_accuracy; 4 runs
+    pd.testing.assert_series_equal(acc["value_s"], acc["value_r"], check_names=False)
+
+
+def test_tables_without_accuracy_rows_are_empty(sweep_metrics: pd.DataFrame) -> None:
+    text = sweep_metrics[~sweep_metrics["metric"].map(lambda m: "acc" in m)]
+    assert not at.has_accuracy(text)
+    assert at.accuracy_forgetting_summary(text).empty
+    assert at.accuracy_summary_table(text).empty
+    assert at.accuracy_prompted_summary(text).empty
+
+
+def test_builder_writes_complete_runs(tmp_path: Path) -> None:
+    root = write_pairs_sweep(tmp_path / "s")
+    assert [p.name for p in an.find_runs(root)] == [
+        "frozen_lora_seed0", "frozen_lora_seed1", "lora_seed0", "lora_seed1"
+    ]  # fmt: skip
