@@ -60,10 +60,11 @@ def pairs_metrics(
     prompted_accuracy: dict[str, float] | None = None,
     order: tuple[str, ...] = ORDER,
     sequence: str = "pairs_med_legal_code",
+    rouge: dict[str, list[float]] | None = None,
 ) -> pd.DataFrame:
-    """One chain's tidy metrics table: ``accuracy[d][k]`` / ``nll[d][k]`` after stage ``k``
-    (``nll`` must name every trained domain), stage-0 ``prompted_accuracy`` (and a
-    ``prompted_nll`` 0.1 nats under the base NLL) for the domains given; summary rows by
+    """One chain's tidy metrics table: ``accuracy[d][k]`` / ``nll[d][k]`` (/ ``rouge[d][k]``)
+    after stage ``k`` (``nll`` must name every trained domain), stage-0 ``prompted_accuracy``
+    (and a ``prompted_nll`` 0.1 nats under the base NLL) for the domains given; summary rows by
     :func:`continual.recipe.summarise`."""
     ids = {"run": f"{method}_seed{seed}", "sequence": sequence, "method": method,
            "model": "tiny_random", "seed": seed}  # fmt: skip
@@ -71,6 +72,7 @@ def pairs_metrics(
     for stage, label in enumerate(["base", *order]):
         values = {(d, "holdout_nll"): v[stage] for d, v in nll.items()}
         values |= {(d, "accuracy"): v[stage] for d, v in accuracy.items()}
+        values |= {(d, "rougeL"): v[stage] for d, v in (rouge or {}).items()}
         if stage == 0:
             for d, v in (prompted_accuracy or {}).items():
                 values |= {(d, "prompted_accuracy"): v, (d, "prompted_nll"): nll[d][0] - 0.1}

@@ -318,6 +318,7 @@ def test_report_with_pairs_domains_shows_accuracy(tmp_path: Path) -> None:
     out = report.build_report(sweep, tmp_path / "out")
     text = (out / "report.md").read_text()
     assert (out / "accuracy_curves.png").is_file() and "![accuracy_curves]" in text
+    assert "ROUGE-L" not in text  # no rougeL rows in these runs
     # accuracy matrix in %, lora after legal: legal (80 + 90) / 2, code (30 + 40) / 2
     assert "| after legal | 85.00 ± 7.07 | 35.00 ± 7.07 |" in text
     # forgetting of legal: 20 and 40 pts (25% and 44.4%), delta NLL 0.3 and 0.5 nats
@@ -349,6 +350,7 @@ def test_report_accuracy_one_seed_and_zero_accuracy(tmp_path: Path) -> None:
     metrics = pairs_metrics(
         "lora", 0, {"legal": [0.0, 0.0, 0.0, 0.5], "code": [0.2, 0.2, 0.3, 0.9]},
         {d: [2.0, 2.0, 1.0, 1.3] for d in ("med", "legal", "code")}, {"code": 0.95},
+        rouge={"code": [0.1, 0.1, 0.2, 0.55]},
     )  # fmt: skip
     out = report.build_report(write_run(tmp_path / "run", metrics), tmp_path / "out")
     text = (out / "report.md").read_text()
@@ -359,6 +361,8 @@ def test_report_accuracy_one_seed_and_zero_accuracy(tmp_path: Path) -> None:
     assert "| acc_avg_forgetting_pct | average forgetting, % of A[s(d)][d]" in text
     assert "| lora | 0 | n/a | n/a |" in text  # the average % over no defined domain
     assert "| -5.00 | n/a | -5.00 | prompting higher (1 seed) |" in text  # code: 90 - 95
+    rouge = text.split("ROUGE-L F1 of the generated answers")[1].split("##")[0]
+    assert "| stage | code |" in rouge and "| after code | 55.00 |" in rouge
 
 
 def test_text_only_report_has_no_accuracy_part(sweep: Path) -> None:

@@ -4,7 +4,8 @@ Definitions (``A`` the stage x domain accuracy matrix, ``s(d)`` the stage that t
 ``T`` the last stage; :mod:`continual.metrics.accuracy`, tables from
 :mod:`continual.analysis.accuracy_tables`):
 
-* mean ± SD accuracy matrix per method, in % (:func:`accuracy_matrix_section`);
+* mean ± SD accuracy matrix per method, in %, and the ROUGE-L F1 matrix where the runs
+  measured it (:func:`accuracy_matrix_section`);
 * forgetting per earlier domain: ``100 (A[s(d)][d] - A[T][d])`` points, the same in % of
   ``A[s(d)][d]``, max forgetting (Chaudhry et al. 2018) in points, with the response-only delta
   NLL beside them (:func:`accuracy_forgetting_section`);
@@ -78,6 +79,11 @@ def accuracy_matrix_section(metrics: pd.DataFrame) -> str:
         seeds = sorted(int(s) for s in acc.loc[acc["method"] == method, "seed"].unique())
         out += ["", f"### {method} (n={len(seeds)}; seeds {', '.join(map(str, seeds))})", ""]
         out.append(stage_table(mean, sd, labels, digits=2))
+        rouge = metrics[(metrics["metric"] == "rougeL") & (metrics["method"] == method)]
+        if not rouge.empty:
+            mean, sd = at.accuracy_matrix(metrics, method, metric="rougeL")
+            out += ["", "ROUGE-L F1 of the generated answers (%, domains with `rouge: true`):", ""]
+            out.append(stage_table(mean, sd, labels, digits=2))
     return "\n".join(out)
 
 

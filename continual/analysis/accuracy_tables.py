@@ -3,7 +3,8 @@
 With ``A`` a run's stage x domain accuracy matrix (fractions; :mod:`continual.metrics.accuracy`),
 ``s(d)`` the stage that trains ``d`` and ``T`` the last stage:
 
-* :func:`accuracy_matrix`: mean and SD over seeds of ``100 A[k][d]`` (%) per method;
+* :func:`accuracy_matrix`: mean and SD over seeds of ``100 A[k][d]`` (%) per method (or of
+  ROUGE-L F1, for domains that generate their answers);
 * :func:`accuracy_forgetting_summary`: per earlier domain, forgetting in points
   ``100 (A[s(d)][d] - A[T][d])`` and in % of ``A[s(d)][d]``, max forgetting (Chaudhry et al.
   2018) in points, with the response-only delta NLL ``L[T][d] - L[s(d)][d]`` (nats) beside them
@@ -78,10 +79,13 @@ def _summarise(rows: list[tuple], by: list[str]) -> pd.DataFrame:
     return out.sort_values("_m", kind="stable").drop(columns="_m").reset_index(drop=True)
 
 
-def accuracy_matrix(metrics: pd.DataFrame, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def accuracy_matrix(
+    metrics: pd.DataFrame, method: str, metric: str = "accuracy"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean and sample SD over seeds of one method's stage x domain accuracy, in %
-    (``100 A[k][d]``); columns are the domains with an accuracy, in sequence order."""
-    mean, sd = mean_matrix(metrics, method, metric="accuracy")
+    (``100 A[k][d]``); columns are the domains with an accuracy, in sequence order. ``metric``
+    may name another fraction, e.g. ``"rougeL"`` (ROUGE-L F1 of generated answers)."""
+    mean, sd = mean_matrix(metrics, method, metric=metric)
     return 100.0 * mean, 100.0 * sd
 
 
