@@ -1,4 +1,5 @@
-"""The multi-seed statistics CLI on the committed fixture sweep (2 methods x 2 seeds)."""
+"""The multi-seed statistics CLI on the committed fixture sweep (2 methods x 2 seeds) and on a
+hand-built sweep with pairs domains (accuracy metrics)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from continual.analysis.compare import compare, main
+from continual.analysis.compare import ACCURACY_METRICS, DEFAULT_METRICS, compare, main
 from continual.metrics.stats import mean_sd_ci, paired_difference
+from tests.pairs_runs import write_pairs_sweep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sweep"
 
@@ -36,3 +38,34 @@ def test_compare_matches_the_stats_functions(tmp_path: Path, capsys) -> None:
 def test_compare_on_an_empty_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_accuracy_metrics_are_shown_by_default_when_present(tmp_path: Path, capsys) -> None:
+    """The hand-built pairs sweep (tests/pairs_runs.py): lora BWT -20 / -40 pts, FWT 5 / 15,
+    final average accuracy 75 / 65; frozen_lora forgets nothing, 65 / 65."""
+    sweep = write_pairs_sweep(tmp_path / "pairs")
+    summary, paired = compare(sweep)
+    lora = summary[summary.method == "lora"].set_index("metric")
+    assert set(ACCURACY_METRICS) <= set(lora.index) and "bwt" in lora.index
+    assert lora.at["acc_bwt", "mean"] == pytest.approx(-30.0)
+    assert lora.at["acc_fwt", "mean"] == pytest.approx(10.0)
+    assert lora.at["final_avg_accuracy", "mean"] == pytest.approx(70.0)
+    assert lora.at["final_avg_accuracy", "ci_low"] == pytest.approx(70 - 12.7062047 * 5)
+    pair = paired[paired.metric == "acc_bwt"].iloc[0]
+    assert (pair.method_a, pair.method_b) == ("lora", "frozen_lora")
+    assert pair["mean"] == pytest.approx(-30.0)
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "final_avg_accuracy  2  70.0000" in out and "acc_bwt  2 -30.0000" in out
+
+    chosen, _ = compare(sweep, ["acc_forgetting_pts/legal"])  # per domain: 20 and 40 pts
+    assert chosen.set_index("method").at["lora", "mean"] == pytest.approx(30.0)
+    text_only, _ = compare(FIXTURE)  # no pairs domain: the loss metrics only
+    assert set(text_only.metric) == set(DEFAULT_METRICS)
+
+
+def test_an_unknown_metric_names_the_available_ones(tmp_path: Path, capsys) -> None:
+    assert main([str(FIXTURE), "--metric", "acc_bwt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run under") and "['acc_bwt']" in err
+    assert "avg_forgetting_pct, " in err

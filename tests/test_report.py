@@ -8,6 +8,7 @@ losses. ``tests/fixtures/sweep`` was written by it: ``python -m tests.test_repor
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from continual import metrics as clm
 from continual.analysis import report
 from continual.analysis import tables as runs_module
 from continual.rundir import TIDY_COLUMNS, loss_matrix, tidy_rows
+from tests.pairs_runs import pairs_metrics, write_pairs_sweep, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "sweep"
@@ -257,6 +259,22 @@ def test_plots_have_labels(sweep: Path, metrics: pd.DataFrame) -> None:
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and "gradient norm" in ax.get_ylabel()
     assert "CRMA peak" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="no accuracy rows"):
+        an.plot_accuracy_curves(metrics)
+
+
+def test_accuracy_curves_plot_percent_per_pairs_domain(tmp_path: Path) -> None:
+    metrics = an.load_metrics(an.find_runs(write_pairs_sweep(tmp_path / "pairs")))
+    fig = an.plot_accuracy_curves(metrics)
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title() for a in axes] == ["legal (trained at stage 2)",
+                                             "code (trained at stage 3)"]  # fmt: skip
+    assert all(a.get_ylabel() == an.ACC_LABEL for a in axes)
+    lora, frozen = axes[0].lines[:2]
+    # legal, mean over seeds of 100 A[k]: (10 + 10) / 2, (10 + 20) / 2, (80 + 90) / 2, (60 + 50) / 2
+    np.testing.assert_allclose(lora.get_ydata(), [10.0, 15.0, 85.0, 55.0])
+    np.testing.assert_allclose(frozen.get_ydata(), [10.0, 10.0, 65.0, 65.0])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lora (n=2)", "frozen_lora (n=2)"]
 
 
 # --------------------------------------------------------------------------- report CLI
@@ -291,6 +309,83 @@ def test_report_single_run_and_no_logs(tmp_path: Path) -> None:
     assert not (out / "grad_norms.png").exists() and (out / "heatmaps.png").exists()
     text = (out / "report.md").read_text()
     assert "drift" in text and "no two methods share" in text.lower()
+
+
+def test_report_with_pairs_domains_shows_accuracy(tmp_path: Path) -> None:
+    """The hand-built sweep of tests/pairs_runs.py (numbers worked out in
+    tests/test_accuracy_metrics.py); every accuracy section, with its numbers."""
+    sweep = write_pairs_sweep(tmp_path / "pairs")
+    out = report.build_report(sweep, tmp_path / "out")
+    text = (out / "report.md").read_text()
+    assert (out / "accuracy_curves.png").is_file() and "![accuracy_curves]" in text
+    assert "ROUGE-L" not in text  # no rougeL rows in these runs
+    # accuracy matrix in %, lora after legal: legal (80 + 90) / 2, code (30 + 40) / 2
+    assert "| after legal | 85.00 ± 7.07 | 35.00 ± 7.07 |" in text
+    # forgetting of legal: 20 and 40 pts (25% and 44.4%), delta NLL 0.3 and 0.5 nats
+    assert ("| lora | legal | 2 | 85.00 ± 7.07 | 55.00 ± 7.07 | 30.00 ± 14.14 | [-97.06, 157.06] "
+            "| 34.72 ± 13.75 | 30.00 ± 14.14 | 0.4000 ± 0.1414 |") in text  # fmt: skip
+    assert "| frozen_lora | average | 2 |  |  | 0.00 ± 0.00 | [0.00, 0.00] |" in text
+    # summary metrics: BWT -20 and -40; FWT 5 and 15; ACC 75 and 65
+    assert "| lora | 2 | -30.00 ± 14.14 | [-157.06, 97.06] |" in text
+    assert "| lora | 2 | 10.00 ± 7.07 | [-53.53, 73.53] |" in text
+    assert "| lora | 2 | 70.00 ± 7.07 | [6.47, 133.53] |" in text
+    assert "| lora - frozen_lora | final_avg_accuracy | 2 | 5.00 ± 7.07 | [-58.53, 68.53] |" in text
+    # prompting: legal 80 - 30 and 90 - 40 = 50 both seeds; code 40 and 30 (CI spans 0)
+    assert (
+        "| lora | legal | 2 | 10.00 ± 0.00 | 35.00 ± 7.07 | 85.00 ± 7.07 | 55.00 ± 7.07 "
+        "| 50.00 ± 0.00 | [50.00, 50.00] | 20.00 ± 14.14 | fine-tuning beat prompting |"
+    ) in text
+    assert "| 35.00 ± 7.07 | [-28.53, 98.53] | 35.00 ± 7.07 | no clear difference" in text
+    # the loss summary table keeps the loss metrics only; summary.csv holds both
+    loss_part = text.split("## Final-stage summary metrics")[1].split("## Task accuracy")[0]
+    assert "| bwt | -0.4000 ± 0.0707 (n=2) |" in loss_part and "acc_" not in loss_part
+    summary = pd.read_csv(out / "summary.csv").set_index(["method", "metric"])
+    assert summary.at[("lora", "acc_bwt"), "mean"] == pytest.approx(-30.0)
+    assert summary.at[("lora", "acc_forgetting_pts/legal"), "mean"] == pytest.approx(30.0)
+    assert summary.at[("lora", "finetune_minus_prompted_acc_pts/code"), "mean"] == 35.0
+
+
+def test_report_accuracy_one_seed_and_zero_accuracy(tmp_path: Path) -> None:
+    """legal at 0% after its own stage: forgetting % n/a (left out of the average %)."""
+    metrics = pairs_metrics(
+        "lora", 0, {"legal": [0.0, 0.0, 0.0, 0.5], "code": [0.2, 0.2, 0.3, 0.9]},
+        {d: [2.0, 2.0, 1.0, 1.3] for d in ("med", "legal", "code")}, {"code": 0.95},
+        rouge={"code": [0.1, 0.1, 0.2, 0.55]},
+    )  # fmt: skip
+    out = report.build_report(write_run(tmp_path / "run", metrics), tmp_path / "out")
+    text = (out / "report.md").read_text()
+    # 100 (0 - 0.5) = -50 pts (it improved), % undefined, 1 seed: no SD, no CI
+    assert (
+        "| lora | legal | 1 | 0.00 | 50.00 | -50.00 | n/a | n/a (n=0) | -50.00 | 0.3000 |" in text
+    )
+    assert "| acc_avg_forgetting_pct | average forgetting, % of A[s(d)][d]" in text
+    assert "| lora | 0 | n/a | n/a |" in text  # the average % over no defined domain
+    assert "| -5.00 | n/a | -5.00 | prompting higher (1 seed) |" in text  # code: 90 - 95
+    rouge = text.split("ROUGE-L F1 of the generated answers")[1].split("##")[0]
+    assert "| stage | code |" in rouge and "| after code | 55.00 |" in rouge
+
+
+def test_text_only_report_has_no_accuracy_part(sweep: Path) -> None:
+    out = report.build_report(sweep, sweep.parent / "out")
+    text = (out / "report.md").read_text()
+    assert "accuracy" not in text.lower() and not (out / "accuracy_curves.png").exists()
+
+
+@pytest.mark.parametrize("study", ["lora_eval_depth", "protocol_comparison"])
+def test_committed_reports_regenerate_unchanged(
+    study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """results/<study>/report.md and summary.csv, rebuilt from the committed runs (as
+    experiments/collect_runs.py builds them), differ only in the generation time."""
+    monkeypatch.chdir(ROOT)
+    out = report.build_report(Path("results") / study / "runs", tmp_path / study)
+
+    def undated(path: Path) -> str:
+        return re.sub(r"generated [^)]* UTC", "generated <time>", path.read_text())
+
+    committed = ROOT / "results" / study
+    assert undated(out / "report.md") == undated(committed / "report.md")
+    assert (out / "summary.csv").read_text() == (committed / "summary.csv").read_text()
 
 
 def test_report_without_runs_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Three real (offline) wandb runs in all; every W&B directory points into tmp_path
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from continual import metrics as clm
 from continual.errors import ConfigError
 from continual.recipe import run_experiment
+from continual.rundir import PROMPTED_ACC_GAP
 from continual.tracking.base import RunLogger, build_logger
 from continual.tracking.wandb_run import WandbLogger, has_api_key, resolve_mode
 from tests.conftest import compose_config
@@ -69,12 +71,21 @@ def make_logger(run_dir: Path, **logger: Any) -> WandbLogger:
     return built
 
 
+# task accuracy (pairs domains) after stages 0, 1, 2: med is at 0 right after its own stage
+ACCURACY = {"med": [0.5, 0.0, 0.3], "code": [0.1, 0.25, 0.75]}
+
+
 def fake_results() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    matrix = pd.DataFrame(
-        {"med": [2.0, 1.5, 1.8], "code": [3.0, 2.9, 2.2]}, index=pd.Index([0, 1, 2], name="stage")
-    )
+    """The loss matrix, its forgetting table, and the summary with the accuracy metrics as
+    continual.recipe.summarise appends them (``acc_forgetting_pct/med`` is NaN: 0% after med's
+    own stage)."""
+    index = pd.Index([0, 1, 2], name="stage")
+    matrix = pd.DataFrame({"med": [2.0, 1.5, 1.8], "code": [3.0, 2.9, 2.2]}, index=index)
     forgetting = clm.forgetting_table(matrix, ORDER)
-    return matrix, forgetting, clm.summary_metrics(matrix, ORDER, general=None)
+    summary = clm.summary_metrics(matrix, ORDER, general=None)
+    summary |= clm.accuracy_summary(pd.DataFrame(ACCURACY, index=index), ORDER)
+    summary[f"{PROMPTED_ACC_GAP}/code"] = 100 * (0.75 - 0.5)
+    return matrix, forgetting, summary
 
 
 def drive(logger: WandbLogger) -> None:
@@ -90,6 +101,9 @@ def drive(logger: WandbLogger) -> None:
     for stage in (0, 1, 2):
         values = {("med", "holdout_nll"): 2.0 - 0.1 * stage, ("code", "holdout_nll"): 3.0}
         values[("all", "crma_gate_mean")] = 0.5
+        values |= {(d, "accuracy"): acc[stage] for d, acc in ACCURACY.items()}
+        if stage == 0:
+            values[("code", "prompted_accuracy")] = 0.5
         logger.log_eval(stage, "base" if stage == 0 else ORDER[stage - 1], values)
     logger.log_summary(*fake_results())
 
@@ -210,6 +224,19 @@ def test_offline_run_is_readable_and_holds_no_secret(
     assert summary["forgetting_pct/med"] == pytest.approx(20.0)
     assert summary["status"] == "complete"
     assert summary["eval/med/holdout_nll"] == pytest.approx(1.8)
+    # task accuracy: every stage's value in the history, the accuracy metrics in the summary
+    assert [r["eval/code/accuracy"] for r in evals] == pytest.approx(ACCURACY["code"])
+    assert [r["eval/med/accuracy"] for r in evals] == pytest.approx(ACCURACY["med"])
+    assert evals[0]["eval/code/prompted_accuracy"] == pytest.approx(0.5)
+    # med: 100 (0.0 - 0.3) = -30 pts forgetting (it improved), BWT +30; % undefined (NaN)
+    assert summary["acc_forgetting_pts/med"] == pytest.approx(-30.0)
+    assert summary["acc_bwt"] == pytest.approx(30.0)
+    undefined = summary["acc_forgetting_pct/med"]  # NaN reaches W&B as null (wandb 0.31)
+    assert undefined is None or math.isnan(undefined)
+    assert summary["acc_fwt"] == pytest.approx(15.0)  # code: 100 (0.25 - 0.10)
+    assert summary["final_avg_accuracy"] == pytest.approx(52.5)  # (30 + 75) / 2
+    assert summary["final_accuracy/code"] == pytest.approx(75.0)
+    assert summary[f"{PROMPTED_ACC_GAP}/code"] == pytest.approx(25.0)
     files = sync_dir / "files"
     matrix = json.loads((files / summary["tables/loss_matrix"]["path"]).read_text())
     assert matrix["columns"] == ["stage", "after", "med", "code"]

@@ -1,10 +1,14 @@
 """Reading finished runs back: finding and loading them (``runs``), over-seed tables
-(``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the markdown
-report (``report``) and the method comparison on the command line (``compare``)."""
+(``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the task
+accuracy of pairs domains (``accuracy_tables``), the markdown report (``report``, with
+``report_sections`` and ``accuracy_sections``) and the method comparison on the command line
+(``compare``)."""
 
 from continual.analysis.plots import (  # noqa: F401
+    ACC_LABEL,
     GRAD_LABEL,
     NLL_LABEL,
+    plot_accuracy_curves,
     plot_forgetting_curves,
     plot_grad_norms,
     plot_heatmaps,

@@ -5,6 +5,13 @@
 Prints, per method and metric, n / mean / sd / 95% Student-t CI over seeds, and for every pair
 of methods the paired per-seed difference (a - b) with its CI. ``--csv DIR`` also writes both
 tables as CSV files.
+
+Any final-stage metric of :func:`continual.analysis.tables.run_summaries` can be chosen, e.g.
+``forgetting_pct/med``, ``acc_bwt`` or ``acc_forgetting_pts/legal``. By default: the loss
+metrics of :data:`DEFAULT_METRICS` and, for runs with ``pairs`` domains, the accuracy metrics of
+:data:`ACCURACY_METRICS` (points of accuracy; ``acc_avg_forgetting_pct`` in %; ``acc_bwt`` /
+``acc_fwt`` keep the literature sign, negative BWT = forgetting). A default metric that no run
+has is left out; a ``--metric`` that no run has is an error naming the available ones.
 """
 
 from __future__ import annotations
@@ -23,31 +30,52 @@ from continual.metrics.stats import summarize_runs
 
 DEFAULT_METRICS = ("avg_forgetting_pct", "avg_delta_nll", "bwt", "fwt", "final_avg_loss",
                    "general_retention_pct_final")  # fmt: skip
+# continual.metrics.accuracy_summary, shown by default for runs with pairs domains
+ACCURACY_METRICS = ("final_avg_accuracy", "acc_bwt", "acc_fwt", "acc_avg_forgetting_pts",
+                    "acc_avg_forgetting_pct")  # fmt: skip
 
 
-def compare(path: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-method summary, paired differences) for the chosen final-stage metrics."""
+class UnknownMetricError(ContinualError):
+    """A ``--metric`` that none of the runs has."""
+
+
+def compare(path: Path, metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-method summary, paired differences) for the chosen final-stage metrics.
+
+    ``metrics=None``: :data:`DEFAULT_METRICS` and :data:`ACCURACY_METRICS`, those the runs have.
+    Raises :class:`UnknownMetricError` when a chosen metric is in none of the runs.
+    """
     found = find_runs(path)
     if not found:
         raise NoRunsError(f"no complete run under {path}; point at a run or sweep directory")
     table = load_metrics(found)
     runs = run_summaries(table)
+    available = list(dict.fromkeys(runs["metric"]))
+    if metrics is None:
+        metrics = [m for m in (*DEFAULT_METRICS, *ACCURACY_METRICS) if m in available]
+    missing = [m for m in metrics if m not in available]
+    if missing:
+        raise UnknownMetricError(
+            f"no run under {path} has metric(s) {missing}; available: {', '.join(available)}"
+        )
     runs = runs[runs["metric"].isin(metrics)]
     summary = summarize_runs(runs, by=["method"])
-    paired = pd.concat(
-        [paired_differences(table, metric=m, min_seeds=2) for m in metrics], ignore_index=True
-    )
-    return summary, paired
+    paired = [paired_differences(table, metric=m, min_seeds=2) for m in metrics]
+    shown = [p for p in paired if not p.empty] or paired[:1]  # no concat of empty frames
+    return summary, pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mean, sd, CI and paired differences by seed.")
     parser.add_argument("path", type=Path, help="a run or sweep directory")
-    parser.add_argument("--metric", action="append", help="repeatable; default: the main ones")
+    parser.add_argument(
+        "--metric", action="append",
+        help="repeatable; default: the main loss metrics, and the accuracy ones when present",
+    )  # fmt: skip
     parser.add_argument("--csv", type=Path, default=None, help="also write CSVs into this dir")
     args = parser.parse_args(argv)
     try:
-        summary, paired = compare(args.path, args.metric or DEFAULT_METRICS)
+        summary, paired = compare(args.path, args.metric)
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,8 @@
 
 * :func:`plot_forgetting_curves`: every domain's holdout loss ``L[k][d]`` across stages ``k``,
   mean ± sample SD over seeds per method (the loss-matrix columns as curves);
+* :func:`plot_accuracy_curves`: the same for the task accuracy ``100 A[k][d]`` (%) of the
+  ``pairs`` domains (:mod:`continual.metrics.accuracy`);
 * :func:`plot_heatmaps`: the mean stage x domain loss matrix per method;
 * :func:`plot_grad_norms`: the global gradient norm (before clipping) per optimizer step and
   each stage's peak (:func:`continual.metrics.gradient_stability`).
@@ -28,14 +30,17 @@ from continual.analysis.runs import check_unique_runs, domain_order, method_orde
 from continual.analysis.tables import mean_matrix, stage_summary
 
 __all__ = [
+    "ACC_LABEL",
     "GRAD_LABEL",
     "NLL_LABEL",
+    "plot_accuracy_curves",
     "plot_forgetting_curves",
     "plot_grad_norms",
     "plot_heatmaps",
 ]
 
 NLL_LABEL = "holdout NLL (nats/token)"
+ACC_LABEL = "task accuracy (%)"
 GRAD_LABEL = "global gradient norm (L2, before clipping)"
 
 
@@ -65,8 +70,33 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
     the domain trained ("base", "after med", ...); the dotted line marks the domain's own stage.
     """
     check_unique_runs(metrics)
-    summary = stage_summary(metrics)
-    domains, labels = domain_order(metrics), stage_labels(metrics)
+    return _stage_curves(metrics, stage_summary(metrics), domain_order(metrics), NLL_LABEL)
+
+
+def plot_accuracy_curves(metrics: pd.DataFrame) -> Figure:
+    """Task accuracy ``100 A[k][d]`` (%) of each ``pairs`` domain across stages ``k``.
+
+    One panel per domain with ``accuracy`` rows, one line per method (mean over seeds, band =
+    ± sample SD), laid out like :func:`plot_forgetting_curves`; higher = better, so forgetting
+    shows as a drop after the dotted line (the domain's own stage). Raises ValueError when the
+    runs have no accuracy rows.
+    """
+    check_unique_runs(metrics)
+    summary = stage_summary(metrics, "accuracy")
+    if summary.empty:
+        raise ValueError("no accuracy rows to plot (the runs have no pairs domain)")
+    summary[["mean", "sd"]] = 100.0 * summary[["mean", "sd"]].astype(float)
+    present = set(summary["eval_domain"])
+    ordered = [d for d in domain_order(metrics) if d in present]
+    domains = ordered + sorted(present - set(ordered))
+    return _stage_curves(metrics, summary, domains, ACC_LABEL)
+
+
+def _stage_curves(
+    metrics: pd.DataFrame, summary: pd.DataFrame, domains: Sequence[str], ylabel: str
+) -> Figure:
+    """One panel per domain of a per-stage ``summary`` (method, stage, eval_domain, mean, sd)."""
+    labels = stage_labels(metrics)
     methods, n_seeds = method_order(metrics), _seed_counts(metrics)
     colors, styles = _colors(methods), _styles(methods)
     trained = {
@@ -92,7 +122,7 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
             ax.set_title(f"{domain} (never trained)")
         ax.set_xticks(stages, [labels[k] for k in stages], rotation=25, ha="right")
         ax.set_xlabel("stage")
-        ax.set_ylabel(NLL_LABEL)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(domains) :]:
         ax.set_visible(False)

@@ -7,12 +7,17 @@ Writes into ``--out`` (default ``<dir>/report``):
   (:func:`continual.metrics.stats.summarize_runs`);
 * ``report.md``: runs found, mean loss matrices, forgetting/drift, summary metrics, and where
   the runs measured them fine-tuning vs the prompted base, general-capability retention and
-  lm-eval bits per byte per stage (:mod:`continual.analysis.eval_tables`); gradient stability,
-  paired differences between methods, and the vendor-reported numbers for side-by-side reading;
-* ``forgetting_curves.png``, ``heatmaps.png`` and (when train logs exist) ``grad_norms.png``.
+  lm-eval bits per byte per stage (:mod:`continual.analysis.eval_tables`); for runs with
+  ``pairs`` domains the task-accuracy matrix, accuracy forgetting (points and %), the accuracy
+  summary metrics (BWT, FWT, final average accuracy) and fine-tuning vs prompting in accuracy
+  (:mod:`continual.analysis.accuracy_sections`); gradient stability, paired differences between
+  methods, and the vendor-reported numbers for side-by-side reading;
+* ``forgetting_curves.png``, ``heatmaps.png``, (when train logs exist) ``grad_norms.png`` and
+  (with pairs domains) ``accuracy_curves.png``.
 
 This module loads the runs and assembles the files; each markdown section is rendered by
-:mod:`continual.analysis.report_sections`, the figures by :mod:`continual.analysis.plots`.
+:mod:`continual.analysis.report_sections` or :mod:`continual.analysis.accuracy_sections`, the
+figures by :mod:`continual.analysis.plots`.
 
 A path without complete runs prints one ``error:`` line and exits with status 2.
 """
@@ -29,7 +34,14 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from continual.analysis import report_sections as sections
-from continual.analysis.plots import plot_forgetting_curves, plot_grad_norms, plot_heatmaps
+from continual.analysis.accuracy_sections import accuracy_sections
+from continual.analysis.accuracy_tables import has_accuracy, is_accuracy_metric
+from continual.analysis.plots import (
+    plot_accuracy_curves,
+    plot_forgetting_curves,
+    plot_grad_norms,
+    plot_heatmaps,
+)
 from continual.analysis.runs import (
     NoRunsError,
     drop_duplicate_runs,
@@ -76,6 +88,8 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     }
     if not logs.empty:
         figures["grad_norms.png"] = plot_grad_norms(logs)
+    if has_accuracy(metrics):
+        figures["accuracy_curves.png"] = plot_accuracy_curves(metrics)
     for name, fig in figures.items():
         fig.savefig(out_dir / name, dpi=130)
         plt.close(fig)
@@ -92,7 +106,8 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         sections.runs_section(metrics, incomplete, dropped, root),
         sections.matrix_section(metrics),
         sections.forgetting_section(metrics),
-        sections.summary_section(summary),
+        sections.summary_section(summary[~summary["metric"].map(is_accuracy_metric).astype(bool)]),
+        *accuracy_sections(metrics),
         *(section for section in depth if section),
         sections.gradient_section(metrics),
         sections.paired_section(metrics),

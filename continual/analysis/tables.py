@@ -7,7 +7,9 @@ Every table is computed from the tidy metrics table of
   :func:`mean_matrix` / :func:`stage_summary`: its mean and SD over seeds;
 * :func:`run_summaries`: each run's final-stage scalar metrics
   (:func:`continual.metrics.summary_metrics`: forgetting %, delta NLL, max forgetting, BWT,
-  FWT, final average loss, general retention) and :func:`summary_table` per method;
+  FWT, final average loss, general retention; for runs with pairs domains also
+  :func:`continual.metrics.accuracy_summary`: accuracy forgetting in points and %, BWT, FWT,
+  final average accuracy) and :func:`summary_table` per method;
 * :func:`forgetting_summary`: forgetting per earlier domain, ``100 (L[T][d] - L[s(d)][d]) /
   L[s(d)][d]`` and friends, per method;
 * :func:`gradient_summary`: per-stage gradient-norm statistics
@@ -34,7 +36,7 @@ from continual.analysis.runs import (
     trained_order,
 )
 from continual.metrics.stats import paired_difference, summarize_runs
-from continual.rundir import PROMPTED_GAP, loss_matrix
+from continual.rundir import PROMPTED_ACC_GAP, PROMPTED_GAP, loss_matrix
 
 __all__ = [
     "GRAD_STATS",
@@ -96,10 +98,12 @@ def mean_matrix(
 
 
 def _summary_names() -> set[str]:
-    """Base names of the scalar metrics that :func:`continual.metrics.summary_metrics` writes."""
+    """Base names of the scalar metrics that :func:`continual.metrics.summary_metrics` and
+    :func:`continual.metrics.accuracy_summary` write."""
     probe = clm.loss_matrix(np.ones((3, 3)), ["a", "b", "g"])
     names = {k.split("/")[0] for k in clm.summary_metrics(probe, ["a", "b"], general="g")}
-    return names | {PROMPTED_GAP}  # appended by continual.recipe.summarise
+    names |= {k.split("/")[0] for k in clm.accuracy_summary(probe, ["a", "b"])}
+    return names | {PROMPTED_GAP, PROMPTED_ACC_GAP}  # appended by continual.recipe.summarise
 
 
 def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +114,8 @@ def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
     style names for per-domain rows), plus the final-stage method diagnostics (``crma_*``).
     For a run without summary rows they are recomputed with
     :func:`continual.metrics.summary_metrics`. Columns: run, run_dir, sequence, model, method,
-    seed, metric, value.
+    seed, metric, value. Accuracy metrics (points) come the same way, recomputed with
+    :func:`continual.metrics.accuracy_summary` for a run with ``accuracy`` rows but no summary rows.
     """
     names = _summary_names()
     out = []
@@ -124,6 +129,9 @@ def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
             matrix = loss_matrix(run)
             general = next((c for c in matrix.columns if c not in order), None)
             values = clm.summary_metrics(matrix, order, general=general)
+            accuracy = loss_matrix(run, metric="accuracy")
+            if not accuracy.empty:
+                values.update(clm.accuracy_summary(accuracy, order))
         else:
             values = {
                 (m if d == "all" else f"{m}/{d}"): v

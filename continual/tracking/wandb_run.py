@@ -7,8 +7,12 @@ Mode: ``logger.mode`` if set, else ``WANDB_MODE``, else online when an API key i
 locally (``WANDB_API_KEY``, netrc or wandb settings; checked without any network call) and
 offline otherwise. An offline run lives under ``<run_dir>/wandb/`` and is uploaded later with
 the ``wandb sync`` command printed once. Training curves are plotted against
-``train/global_step`` and evaluations against ``eval/stage``; the end of the chain adds the
-loss matrix and forgetting table (``tables/...``) and the scalar summary to ``run.summary``.
+``train/global_step`` and evaluations against ``eval/stage`` (every (domain, metric) the stage
+measured, as ``eval/<domain>/<metric>``: ``holdout_nll``, and for pairs domains ``accuracy``,
+``rougeL``, ``prompted_accuracy`` ...); the end of the chain adds the loss matrix and forgetting
+table (``tables/...``) and every scalar of the summary to ``run.summary`` (loss metrics and, with
+pairs domains, ``acc_bwt``, ``final_avg_accuracy``, ``acc_forgetting_pts/<domain>`` ...; W&B
+stores an undefined NaN value as null).
 A tracker failure prints one warning and turns logging off; the run itself goes on.
 """
 
