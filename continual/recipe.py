@@ -327,6 +327,7 @@ def log_report(
     shown.index = labels
     shown.index.name = "holdout NLL"
     accuracy = loss_matrix(metrics, metric="accuracy")
+    accuracy = accuracy[[d for d in order if d in accuracy.columns]]
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
         if not accuracy.empty:

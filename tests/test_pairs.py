@@ -225,3 +225,29 @@ def test_text_then_pairs_chain(tmp_path: Path) -> None:
     # accuracy forgetting needs a pairs domain trained before the last stage: none here
     assert "acc_avg_forgetting_pts" in summary
     assert metrics[metrics.metric == "acc_avg_forgetting_pts"].value.isna().all()
+
+
+def test_interrupted_pairs_chain_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
+    from continual import recipe
+
+    cfg = compose_config([*PAIRS_TINY, "+sequence=pairs_med_legal_code", "eval.prompted_k=0"])
+    full = run_experiment(cfg, tmp_path / "full")
+    real, calls = recipe.atomic_write_csv, [0]
+
+    def interrupted(path: Path, frame: pd.DataFrame) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
+            raise KeyboardInterrupt
+        real(path, frame)
+
+    monkeypatch.setattr(recipe, "atomic_write_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "cut")
+    monkeypatch.setattr(recipe, "atomic_write_csv", real)
+    resumed = run_experiment(cfg, tmp_path / "cut")
+
+    def comparable(m: pd.DataFrame) -> pd.DataFrame:
+        kept = m[m.metric != "stage_seconds"].drop(columns="run")
+        return kept.sort_values(["stage", "eval_domain", "metric"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(comparable(full), comparable(resumed))

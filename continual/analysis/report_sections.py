@@ -89,8 +89,8 @@ PUBLISHED = [
 
 
 # config.yaml keys listed under "Runs found"
-SETTINGS = ["model.name", "train.steps", "train.batch_size", "train.block_len", "train.lr",
-            "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
+SETTINGS = ["model.name", "train.steps", "train.epochs", "train.batch_size", "train.block_len",
+            "train.lr", "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
             "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit"]  # fmt: skip
 
 
