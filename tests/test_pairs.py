@@ -251,3 +251,37 @@ def test_interrupted_pairs_chain_resumes_to_the_same_result(tmp_path: Path, monk
         return kept.sort_values(["stage", "eval_domain", "metric"]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(comparable(full), comparable(resumed))
+
+
+def test_greedy_decoding_from_the_cache_equals_transformers_generate(tiny) -> None:
+    from transformers import GenerationConfig
+
+    from continual.eval.pairs import _left_padded, greedy_continue, run_prompts
+
+    model, _ = tiny
+    model.eval()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [20, 21, 22], [30, 31, 32, 33, 34]]
+    cpu = torch.device("cpu")
+    ours = greedy_continue(model, run_prompts(model, prompts, cpu, 0), [256], 6, cpu)
+    ids, mask = _left_padded(prompts, 0)
+    config = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=256)
+    with torch.no_grad():
+        theirs = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    for row, generated in enumerate(ours):
+        assert theirs[row, ids.shape[1] :].tolist()[: len(generated)] == generated
+
+
+def test_gold_nll_from_the_cache_equals_teacher_forcing(tiny) -> None:
+    from continual.eval.pairs import continuation_logliks, run_prompts
+
+    model, _ = tiny
+    model.eval()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [20, 21, 22], [30, 31, 32, 33, 34]]
+    golds = [[40, 41, 42, 43], [44], [45, 46]]  # different lengths
+    cpu = torch.device("cpu")
+    scores = continuation_logliks(model, run_prompts(model, prompts, cpu, 0), golds, cpu)
+    with torch.no_grad():
+        naive = torch.tensor(
+            [_naive_loglik(model, p, g) for p, g in zip(prompts, golds, strict=True)]
+        )
+    torch.testing.assert_close(scores, naive, atol=1e-4, rtol=1e-4)

@@ -24,6 +24,7 @@ import inspect
 import unicodedata
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,38 +82,100 @@ def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.T
     return ids, mask
 
 
+@dataclass
+class PromptState:
+    """A left-padded batch of prompts after one forward pass: the KV cache, the log-probs of
+    the next token, the attention mask and each prompt's length (its next position)."""
+
+    cache: Any
+    next_logp: torch.Tensor
+    mask: torch.Tensor
+    lengths: torch.Tensor
+
+
 @torch.inference_mode()
-def choice_logliks(
-    model: torch.nn.Module, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[int]],
-    device: torch.device, pad_id: int,
-) -> torch.Tensor:  # fmt: skip
-    """``[n_prompts, n_options]`` log-likelihoods: ``log p(option | prompt)`` summed over the
-    option's tokens. The prompts run once (left-padded, with a KV cache); each option then
-    continues from a copy of that cache."""
+def run_prompts(
+    model: Any, prompts: Sequence[Sequence[int]], device: torch.device, pad_id: int
+) -> PromptState:
+    """Run ``prompts`` once (left-padded, explicit position ids) and keep the cache."""
     ids, mask = _left_padded(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    cache, n = out.past_key_values, len(prompts)
-    lengths = mask.sum(-1, keepdim=True)
-    scores = []
-    for option in options:
-        score = first[:, option[0]].clone()
-        if len(option) > 1:
-            feed = torch.tensor(list(option[:-1]), device=device).expand(n, -1)
-            step = model(
-                input_ids=feed,
-                attention_mask=torch.cat([mask, torch.ones_like(feed)], dim=-1),
-                position_ids=lengths + torch.arange(len(option) - 1, device=device),
-                use_cache=True,
-                **{_cache_argument(model): copy.deepcopy(cache)},
-            )
-            logp = torch.log_softmax(step.logits.float(), dim=-1)
-            targets = torch.tensor(list(option[1:]), device=device).expand(n, -1)
-            score += logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
-        scores.append(score)
-    return torch.stack(scores, dim=1).cpu()
+    next_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return PromptState(out.past_key_values, next_logp, mask, mask.sum(-1, keepdim=True))
+
+
+@torch.inference_mode()
+def continuation_logliks(
+    model: Any, state: PromptState, continuations: Sequence[Sequence[int]], device: torch.device
+) -> torch.Tensor:
+    """``log p(continuation_i | prompt_i)`` summed over each continuation's tokens (one per
+    prompt, any lengths), from a copy of the prompts' cache."""
+    n, width = len(continuations), max(len(c) for c in continuations)
+    first = torch.tensor([c[0] for c in continuations], device=device)
+    score = state.next_logp[torch.arange(n, device=device), first].clone()
+    if width == 1:
+        return score.cpu()
+    feed = torch.zeros((n, width - 1), dtype=torch.long)
+    targets = torch.zeros((n, width - 1), dtype=torch.long)
+    valid = torch.zeros((n, width - 1), dtype=torch.bool)
+    for i, c in enumerate(continuations):
+        feed[i, : len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long)
+        targets[i, : len(c) - 1] = torch.tensor(list(c[1:]), dtype=torch.long)
+        valid[i, : len(c) - 1] = True
+    feed, targets, valid = feed.to(device), targets.to(device), valid.to(device)
+    step = model(
+        input_ids=feed,
+        attention_mask=torch.cat([state.mask, valid.long()], dim=-1),
+        position_ids=state.lengths + torch.arange(width - 1, device=device),
+        use_cache=True,
+        **{_cache_argument(model): copy.deepcopy(state.cache)},
+    )
+    logp = torch.log_softmax(step.logits.float(), dim=-1)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (score + (picked * valid).sum(-1)).cpu()
+
+
+@torch.inference_mode()
+def choice_logliks(
+    model: Any, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[int]],
+    device: torch.device, pad_id: int,
+) -> torch.Tensor:  # fmt: skip
+    """``[n_prompts, n_options]`` log-likelihoods: ``log p(option | prompt)`` summed over the
+    option's tokens. The prompts run once; each option continues from a copy of the cache."""
+    state = run_prompts(model, prompts, device, pad_id)
+    columns = [continuation_logliks(model, state, [o] * len(prompts), device) for o in options]
+    return torch.stack(columns, dim=1)
+
+
+@torch.inference_mode()
+def greedy_continue(
+    model: Any, state: PromptState, stop_ids: Sequence[int], max_new_tokens: int,
+    device: torch.device,
+) -> list[list[int]]:  # fmt: skip
+    """Greedy decoding from the prompts' cache (consumed): per prompt, the generated ids up to
+    and including the first stop id, at most ``max_new_tokens``."""
+    n = state.next_logp.shape[0]
+    token = state.next_logp.argmax(-1)
+    cache, mask, position = state.cache, state.mask, state.lengths
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    for step in range(max_new_tokens):
+        for i, t in enumerate(token.tolist()):
+            if not done[i]:
+                out[i].append(t)
+                done[i] = t in stop_ids
+        if all(done) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=-1)
+        result = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position,
+            use_cache=True, **{_cache_argument(model): cache},
+        )  # fmt: skip
+        cache, position = result.past_key_values, position + 1
+        token = result.logits[:, -1].argmax(-1)
+    return out
 
 
 def _cache_argument(model: Any) -> str:
@@ -120,25 +183,6 @@ def _cache_argument(model: Any) -> str:
     ``past_key_values`` before."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-@torch.inference_mode()
-def generate_answers(
-    model: Any, prompts: Sequence[Sequence[int]], tokenizer: Any, device: torch.device,
-    pad_id: int, stop_ids: list[int], max_new_tokens: int,
-) -> list[str]:  # fmt: skip
-    """Greedy continuations of ``prompts`` (left-padded batch), decoded without special tokens."""
-    from transformers import GenerationConfig
-
-    ids, mask = _left_padded(prompts, pad_id)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-        eos_token_id=stop_ids or None,
-    )  # fmt: skip
-    out = model.generate(
-        input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-    )
-    return tokenizer.batch_decode(out[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
 
 
 def evaluate_pairs(
@@ -163,23 +207,38 @@ def evaluate_pairs(
         right, nll, count = _choice_scores(model, domain, encoded, batch_size, device, desc)
         values["holdout_nll"] = nll / count
     else:
-        values["holdout_nll"], _ = response_nll(model, encoded, batch_size, device, desc)
-        predictions = []
-        for start in tqdm(range(0, len(holdout), batch_size), desc=f"{desc} gen", leave=False):
-            predictions += generate_answers(
-                model, encoded.prompts[start : start + batch_size], renderer.tokenizer, device,
-                encoded.pad_id, renderer.stop_ids(), domain.max_new_tokens,
-            )  # fmt: skip
+        predictions, nll, count = _generate(model, domain, encoded, batch_size, device, desc)
+        values["holdout_nll"] = nll / count
         golds = [ex.response for ex in holdout]
         right = [
             normalise_answer(p) == normalise_answer(g)
             for p, g in zip(predictions, golds, strict=True)
-        ]  # noqa: E501
+        ]
         if domain.rouge:
             values["rougeL"] = rouge_l(predictions, golds)
     values["accuracy"] = sum(right) / len(right)
     model.train(was_training)
     return values
+
+
+def _generate(
+    model: Any, domain: PairsDomain, encoded: EncodedPairs, batch_size: int,
+    device: torch.device, desc: str,
+) -> tuple[list[str], float, int]:  # fmt: skip
+    """Greedy answers (decoded without special tokens) and the gold answers' summed NLL and
+    token count, from one prompt pass per batch."""
+    tokenizer, stop_ids = domain.renderer.tokenizer, domain.renderer.stop_ids()
+    predictions: list[str] = []
+    nll, count = 0.0, 0
+    for start in tqdm(range(0, len(encoded), batch_size), desc=f"{desc} gen", leave=False):
+        rows = range(start, min(start + batch_size, len(encoded)))
+        state = run_prompts(model, [encoded.prompts[i] for i in rows], device, encoded.pad_id)
+        golds = [encoded.responses[i] for i in rows]
+        nll -= float(continuation_logliks(model, state, golds, device).sum())
+        count += sum(len(g) for g in golds)
+        generated = greedy_continue(model, state, stop_ids, domain.max_new_tokens, device)
+        predictions += tokenizer.batch_decode(generated, skip_special_tokens=True)
+    return predictions, nll, count
 
 
 def _choice_scores(
