@@ -39,13 +39,22 @@ class LoadedRun:
         return self.method.serving(domain)
 
     def holdout_nll(self, domain: str) -> float:
-        """Recompute domain's holdout loss exactly as the run evaluated it."""
+        """Recompute domain's holdout loss exactly as the run evaluated it (for a pairs domain,
+        the response-only NLL)."""
+        return self.evaluate(domain)["holdout_nll"]
+
+    def evaluate(self, domain: str) -> dict[str, float]:
+        """Recompute domain's evaluation as the run did: ``holdout_nll`` for a text domain;
+        ``holdout_nll``, ``accuracy`` (and ``rougeL`` if configured) for a pairs domain."""
+        from continual.eval.pairs import evaluate_pairs
+
         data = prepare_data(self.cfg, self.loaded, [domain])[domain]
+        batch_size, device = self.cfg.eval.batch_size, self.loaded.device
         with self.serving(domain):
-            nll, _ = holdout_nll(
-                self.model, data.holdout_blocks, self.cfg.eval.batch_size, self.loaded.device
-            )
-        return nll
+            if data.kind == "pairs":
+                return evaluate_pairs(self.model, data, batch_size, device)
+            nll, _ = holdout_nll(self.model, data.holdout_blocks, batch_size, device)
+        return {"holdout_nll": nll}
 
 
 def check_adapter_kind(directory: Path, expected: str) -> None:

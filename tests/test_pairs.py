@@ -285,3 +285,17 @@ def test_gold_nll_from_the_cache_equals_teacher_forcing(tiny) -> None:
             [_naive_loglik(model, p, g) for p, g in zip(prompts, golds, strict=True)]
         )
     torch.testing.assert_close(scores, naive, atol=1e-4, rtol=1e-4)
+
+
+def test_a_reloaded_pairs_run_reproduces_its_accuracy_and_loss(tmp_path: Path) -> None:
+    from continual.serve import load_run
+
+    cfg = compose_config([*PAIRS_TINY, "+sequence=pairs_med_legal_code", "eval.prompted_k=0"])
+    metrics = run_experiment(cfg, tmp_path / "run")
+    final = metrics[metrics.stage == 3].set_index(["eval_domain", "metric"]).value
+    run = load_run(tmp_path / "run")
+    for domain in ("med", "code"):
+        values = run.evaluate(domain)
+        assert values["accuracy"] == final[(domain, "accuracy")]
+        assert values["holdout_nll"] == pytest.approx(final[(domain, "holdout_nll")], abs=1e-6)
+    assert run.evaluate("code")["rougeL"] == pytest.approx(final[("code", "rougeL")])
