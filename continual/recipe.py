@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import resource
 import shutil
 import time
@@ -28,6 +29,7 @@ from continual.config.validate import validate_config, validate_for_model
 from continual.data.domain import DomainData, build_domain
 from continual.data.pairs import PairsDomain, build_pairs_domain
 from continual.errors import ConfigError
+from continual.eval.crma_probe import bypass_summary
 from continual.eval.suite import evaluate_all, prepare_lm_eval_tasks, prompted_baseline
 from continual.methods import build_method
 from continual.methods.base import Method
@@ -240,6 +242,11 @@ def run_stage(
     values = evaluate_all(method, model, data, cfg, device, stage, loaded.tokenizer, tasks_dir)
     for key, value in clm.gradient_stability([r.grad_norm for r in records]).items():
         values[(domain, f"grad_norm_{key}")] = value
+    lora_norms = [r.grad_norm_lora for r in records]
+    if any(math.isfinite(v) for v in lora_norms):  # the LoRA group alone (CRMA excluded)
+        lora_stats = clm.gradient_stability(lora_norms)
+        values[(domain, "grad_norm_lora_peak")] = lora_stats["peak"]
+        values[(domain, "grad_norm_lora_mean")] = lora_stats["mean"]
     values[(domain, "train_loss_final")] = records[-1].loss
     values[(domain, "trainable_parameters")] = trainable
     values[(domain, "stage_seconds")] = time.perf_counter() - t0
@@ -267,6 +274,9 @@ def summarise(
         trained_at = order.index(domain) + 1
         gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
         summary[f"{PROMPTED_GAP}/{domain}"] = float(gap)
+    bypass = loss_matrix(table, metric="crma_bypass_nll")
+    if not bypass.empty:
+        summary.update(bypass_summary(bypass, order, float(cfg.eval.get("crma_inert_nats", 0.01))))
     accuracy = loss_matrix(table, metric="accuracy")
     if not accuracy.empty:
         summary.update(clm.accuracy_summary(accuracy, order))
@@ -343,3 +353,12 @@ def log_report(
             "Forgetting (final stage vs right after the domain's own stage):\n%s",
             forgetting.to_string(index=False),
         )
+        bypass = loss_matrix(metrics, metric="crma_bypass_nll")
+        if not bypass.empty:
+            bypass.index = labels
+            inert = bool(metrics.loc[metrics["metric"] == "crma_inert", "value"].iloc[0])
+            log.info(
+                "CRMA bypass effect (holdout NLL with the branch off minus on, nats): %s\n%s",
+                "CRMA inert (below eval.crma_inert_nats on the domain just trained after every"
+                " stage)" if inert else "CRMA active", bypass.to_string(),
+            )  # fmt: skip

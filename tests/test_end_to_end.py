@@ -85,6 +85,14 @@ def test_every_protocol_completes(tiny_cfg, tmp_path: Path, method: str, adapter
     if "crma" in method:
         spectral = metrics[metrics.metric == "crma_spectral_norm"]
         assert len(spectral) == 3 and spectral.value.le(1 + 1e-5).all()
+        bypass = metrics[metrics.metric == "crma_bypass_nll"]
+        assert len(bypass) == 6 and (bypass[bypass.stage == 0].value == 0).all()
+        ratio = metrics[metrics.metric == "crma_residual_ratio"]
+        assert len(ratio) == 6 and (ratio[ratio.stage > 0].value > 0).all()
+        assert len(metrics[metrics.metric == "crma_inert"]) == 1
+        lora_peak = metrics[metrics.metric == "grad_norm_lora_peak"]
+        peak = metrics[metrics.metric == "grad_norm_peak"].set_index("stage").value
+        assert len(lora_peak) == 2 and (lora_peak.set_index("stage").value < peak).all()
 
 
 def _numel(path: Path) -> int:

@@ -139,6 +139,7 @@ class CRMABlockAdapter(nn.Module):
         offdiag = torch.full((n, n), config.init_offdiag_logit).fill_diagonal_(0.0)
         self.log_mix = nn.Parameter(offdiag * config.temperature)
         self._log_alpha = nn.Parameter(torch.tensor(float(config.init_log_alpha)))
+        self.probe: list[Tensor] | None = None  # per-token residual ratios, while probing
 
     def mixing_matrix(self) -> Tensor:
         """The doubly stochastic n x n matrix M."""
@@ -150,7 +151,11 @@ class CRMABlockAdapter(nn.Module):
         x = h.to(self.read.dtype)
         streams = (x @ self.read.T).unflatten(-1, (self.config.n_streams, self.config.rank))
         mixed = torch.einsum("ij,...jr->...ir", self.mixing_matrix(), streams).flatten(-2)
-        return h + (self._log_alpha.exp() * (mixed @ self.write.T)).to(h.dtype)
+        residual = self._log_alpha.exp() * (mixed @ self.write.T)
+        if self.probe is not None:  # ||g W_write M W_read h|| / ||h|| per token
+            ratio = residual.detach().norm(dim=-1) / x.detach().norm(dim=-1).clamp_min(1e-12)
+            self.probe.append(ratio.float().cpu())
+        return h + residual.to(h.dtype)
 
     @torch.no_grad()
     def constraint_report(self) -> dict[str, float]:
@@ -256,6 +261,19 @@ class CRMA(nn.Module):
             yield
         finally:
             self._enabled = previous
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[dict[int, list[Tensor]]]:
+        """Record, per adapted layer index, every forward's per-token residual ratio
+        ``||g W_write M W_read h|| / ||h||`` (tensors shaped like h without its last axis)."""
+        records: dict[int, list[Tensor]] = {}
+        for block, i in zip(self.blocks, self.layer_indices, strict=True):
+            block.probe = records.setdefault(i, [])
+        try:
+            yield records
+        finally:
+            for block in self.blocks:
+                block.probe = None
 
     def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """AdamW groups: projections (adapter_lr or base_lr), log_mix (mix_lr, no weight decay),

@@ -10,8 +10,9 @@ Writes into ``--out`` (default ``<dir>/report``):
   lm-eval bits per byte per stage (:mod:`continual.analysis.eval_tables`); for runs with
   ``pairs`` domains the task-accuracy matrix, accuracy forgetting (points and %), the accuracy
   summary metrics (BWT, FWT, final average accuracy) and fine-tuning vs prompting in accuracy
-  (:mod:`continual.analysis.accuracy_sections`); gradient stability, paired differences between
-  methods, and the vendor-reported numbers for side-by-side reading;
+  (:mod:`continual.analysis.accuracy_sections`); gradient stability, for CRMA methods the bypass
+  effect and gradient-norm ratios to LoRA with CIs (:mod:`continual.analysis.crma_sections`),
+  paired differences between methods, and the vendor-reported numbers for side-by-side reading;
 * ``forgetting_curves.png``, ``heatmaps.png``, (when train logs exist) ``grad_norms.png`` and
   (with pairs domains) ``accuracy_curves.png``.
 
@@ -36,6 +37,7 @@ import matplotlib.pyplot as plt
 from continual.analysis import report_sections as sections
 from continual.analysis.accuracy_sections import accuracy_sections
 from continual.analysis.accuracy_tables import has_accuracy, is_accuracy_metric
+from continual.analysis.crma_sections import bypass_section, gradient_ratio_section
 from continual.analysis.plots import (
     plot_accuracy_curves,
     plot_forgetting_curves,
@@ -100,6 +102,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         sections.retention_section(metrics),
         sections.lm_eval_section(metrics),
     ]
+    crma_depth = [bypass_section(metrics), gradient_ratio_section(metrics)]
     parts = [
         f"# Continual-learning report\n\nSource: `{root}` (generated {stamp} by "
         "`python -m continual.report`). Losses are holdout mean token NLL in nats.",
@@ -110,6 +113,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         *accuracy_sections(metrics),
         *(section for section in depth if section),
         sections.gradient_section(metrics),
+        *(section for section in crma_depth if section),
         sections.paired_section(metrics),
         sections.published_section(),
         "## Figures\n\n" + "\n\n".join(f"![{n[:-4]}]({n})" for n in figures),

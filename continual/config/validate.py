@@ -74,6 +74,9 @@ def validate_config(cfg: DictConfig) -> list[str]:
     if not 0 <= train.weight_decay < math.inf:
         raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
     _check_scheduler(str(train.scheduler))
+    from continual.train.clipping import build_clipper
+
+    build_clipper(train)  # an unknown train.clipping or ZClip setting fails here, before data
     from continual.eval.holdout_tasks import UNITS
 
     unit = cfg.eval.get("lm_eval_unit", "documents")

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from continual.errors import ContinualError
+from continual.eval.crma_probe import bypass_effects, probe_batch, residual_ratios
 from continual.eval.holdout import holdout_nll
 
 if TYPE_CHECKING:
@@ -26,29 +27,28 @@ def evaluate_all(
     method: Method, model: Any, data: dict[str, DomainData], cfg: DictConfig, device: torch.device,
     stage: int, tokenizer: Any = None, tasks_dir: Path | None = None,
 ) -> dict[tuple[str, str], float]:  # fmt: skip
-    """Holdout NLL of every domain, each under the model the method serves for it; plus the
+    """Holdout NLL of every domain, each under the model the method serves for it (and the
+    accuracy of pairs domains); for methods with a CRMA backbone the bypass effect and residual
+    size (:mod:`continual.eval.crma_probe`, unless ``eval.crma_bypass`` is false); plus the
     configured lm-eval tasks (holdout tasks per domain, extra tasks under the general domain's
     model) and the method's diagnostics."""
-    from continual.eval.pairs import evaluate_pairs
-
     values: dict[tuple[str, str], float] = {}
+    crma = getattr(method, "crma", None) if cfg.eval.get("crma_bypass", True) else None
     for name, domain in data.items():
-        if domain.kind == "pairs":
-            with method.serving(name):
-                scores = evaluate_pairs(
-                    model, domain, cfg.eval.batch_size, device, desc=f"eval s{stage} {name}"
-                )
-            values.update({(name, metric): value for metric, value in scores.items()})
-            continue
+        desc = f"eval s{stage} {name}"
         with method.serving(name):
-            nll, _ = holdout_nll(
-                model, domain.holdout_blocks, cfg.eval.batch_size, device, f"eval s{stage} {name}"
-            )
-            if cfg.eval.lm_eval_holdout:
+            scores = _score(model, domain, cfg, device, desc)
+            if domain.kind != "pairs" and cfg.eval.lm_eval_holdout:
                 values.update(
                     _lm_eval(model, tokenizer, [f"continual_{name}"], name, cfg, tasks_dir)
                 )
-        values[(name, "holdout_nll")] = nll
+            if crma is not None:
+                with crma.disabled():
+                    bypassed = _score(model, domain, cfg, device, f"{desc} bypass")
+                scores.update(bypass_effects(scores, bypassed))
+                batch = probe_batch(domain, int(cfg.eval.batch_size))
+                scores.update(residual_ratios(model, crma, batch, device))
+        values.update({(name, metric): value for metric, value in scores.items()})
     extra = list(cfg.eval.lm_eval_tasks or [])
     if extra:
         general = cfg.eval.get("general_domain") or "general"
@@ -57,6 +57,19 @@ def evaluate_all(
     for key, value in method.diagnostics().items():
         values[("all", key)] = value
     return values
+
+
+def _score(
+    model: Any, domain: Any, cfg: DictConfig, device: torch.device, desc: str
+) -> dict[str, float]:
+    """One domain's holdout scores under the model as served now: ``holdout_nll`` (text), or
+    response-only ``holdout_nll``, ``accuracy`` and maybe ``rougeL`` (pairs)."""
+    from continual.eval.pairs import evaluate_pairs
+
+    if domain.kind == "pairs":
+        return evaluate_pairs(model, domain, cfg.eval.batch_size, device, desc=desc)
+    nll, _ = holdout_nll(model, domain.holdout_blocks, cfg.eval.batch_size, device, desc)
+    return {"holdout_nll": nll}
 
 
 def prepare_lm_eval_tasks(

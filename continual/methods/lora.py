@@ -34,7 +34,16 @@ def _prepare_base(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class SequentialLoRA(Method):
+class LoRAMethod(Method):
+    """Base of the LoRA protocols: the trainable LoRA weights form one group named ``lora``
+    (the training loop logs that group's gradient norm on its own)."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"name": "lora", "params": params, "lr": lr}]
+
+
+class SequentialLoRA(LoRAMethod):
     """NAIVE: one LoRA adapter trained sequentially through every stage (serves every domain)."""
 
     adapter = "sequential"
@@ -52,7 +61,7 @@ class SequentialLoRA(Method):
         self.trained = list(trained)
 
 
-class PerDomainLoRA(Method):
+class PerDomainLoRA(LoRAMethod):
     """FROZEN: a fresh LoRA per domain on the frozen base; domain i is served by adapter i.
 
     A domain not trained yet is served by the base model (adapters disabled).
@@ -90,10 +99,6 @@ class PerDomainLoRA(Method):
                 yield
         else:
             yield
-
-    def param_groups(self, lr: float) -> list[dict]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return [{"params": params, "lr": lr}]
 
     def save(self, directory: Path) -> None:
         self.model.save_pretrained(

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from continual.errors import ConfigError, ContinualError
+from continual.train.clipping import build_clipper, group_norm
 
 IGNORE = -100  # label of positions without loss (prompt and padding of pairs)
 
@@ -41,6 +42,7 @@ class StepRecord:
     grad_norm: float  # global L2 norm of all trainable gradients, before clipping
     lr: float  # learning rate of the first parameter group at this step
     epoch: int = 1  # 1-based pass over the training set that this step's batch belongs to
+    grad_norm_lora: float = math.nan  # the same over the groups named "lora" only (nan: none)
 
 
 def stage_steps(cfg: Any, n_train: int) -> int:
@@ -82,7 +84,8 @@ def train_stage(
     """Train for :func:`stage_steps` optimizer steps; returns one record per step.
 
     ``cfg``: steps or epochs, batch_size, micro_batch_size, lr, weight_decay, warmup_steps,
-    scheduler, max_grad_norm (0 disables clipping; the norm is still measured). A batch's loss
+    scheduler, max_grad_norm (0 disables clipping; the norm is still measured), clipping
+    (``norm`` or ``zclip``, :mod:`continual.train.clipping`). A batch's loss
     is the mean token cross-entropy over its target tokens (every token of a text block; the
     response tokens of pairs). Logs the mean training loss of every epoch. Raises
     NumericalError on a non-finite loss or gradient norm.
@@ -95,7 +98,8 @@ def train_stage(
     )
     micro = min(cfg.micro_batch_size, cfg.batch_size)
     batches = batch_indices(len(train_set), cfg.batch_size, generator)
-    max_norm = cfg.max_grad_norm if cfg.max_grad_norm and cfg.max_grad_norm > 0 else math.inf
+    clip = build_clipper(cfg)
+    lora = [p for group in param_groups if group.get("name") == "lora" for p in group["params"]]
     records: list[StepRecord] = []
     model.train()
     bar = tqdm(range(1, steps + 1), desc=desc, unit="step")
@@ -104,7 +108,8 @@ def train_stage(
         batch = train_set.batch(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss_value = _accumulate(model, batch, micro, device)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        lora_norm = group_norm(lora) if lora else math.nan
+        grad_norm = clip(params)
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             raise NumericalError(
                 f"{desc}: non-finite loss ({loss_value}) or gradient norm ({grad_norm}) at step "
@@ -113,7 +118,7 @@ def train_stage(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch))
+        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch, lora_norm))
         bar.set_postfix(loss=f"{loss_value:.3f}", gnorm=f"{grad_norm:.2f}")
     model.eval()
     _log_epochs(desc, records)
