@@ -19,6 +19,7 @@ from continual.eval.holdout import holdout_nll
 from continual.methods import Method, build_method
 from continual.models.loading import LoadedModel, load_model
 from continual.recipe import prepare_data, read_progress
+from continual.train.seeding import seed_everything, stage_seed
 
 
 @dataclass
@@ -87,7 +88,8 @@ def load_run(run_dir: str | Path, stage: int | None = None) -> LoadedRun:
     order = list(cfg.sequence.order)
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     method = build_method(cfg.method)
-    model = method.setup(loaded.model)
+    seed_everything(stage_seed(int(cfg.seed), 0))  # as the run did: a seeded init (PiSSA's
+    model = method.setup(loaded.model)  # randomized SVD) rebuilds the same residual base
     if stage:
         directory = run_dir / "adapters" / f"stage{stage}_{order[stage - 1]}"
         check_adapter_kind(directory, "crma" if "crma" in cfg.method else "lora")

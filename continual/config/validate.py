@@ -91,6 +91,17 @@ def validate_config(cfg: DictConfig) -> list[str]:
         _positive(lora.alpha, "method.lora.alpha", "e.g. method.lora.alpha=32.")
         if not 0 <= lora.dropout < 1:
             raise ConfigError(f"method.lora.dropout={lora.dropout} must lie in [0, 1).")
+        from continual.methods.lora_init import peft_init, rewrites_base
+        from continual.models.loading import is_quantised
+
+        init = lora.get("init", "default")
+        peft_init(init)  # an unknown name fails here
+        if rewrites_base(init) and is_quantised(cfg.model):
+            raise ConfigError(
+                f"method.lora.init={init} rewrites the base weights, which a quantised "
+                f"({cfg.model.quantization}) base cannot hold exactly; use method.lora.init="
+                "default (or gaussian) with a quantised model, or drop model.quantization."
+            )
     return wanted
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from omegaconf import DictConfig, OmegaConf
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
 from continual.methods.base import Method
+from continual.methods.lora_init import BaseRestorer, peft_init, rewrites_base
 
 
 def lora_config(cfg: DictConfig) -> LoraConfig:
-    """peft LoraConfig from ``method.lora`` (r, alpha, dropout, target_modules)."""
+    """peft LoraConfig from ``method.lora`` (r, alpha, dropout, target_modules, init: see
+    :mod:`continual.methods.lora_init`)."""
     targets = cfg.target_modules
     if not isinstance(targets, str):
         targets = list(OmegaConf.to_container(targets))
@@ -25,6 +28,7 @@ def lora_config(cfg: DictConfig) -> LoraConfig:
         target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
+        init_lora_weights=peft_init(cfg.get("init", "default")),
     )
 
 
@@ -70,21 +74,29 @@ class PerDomainLoRA(LoRAMethod):
     def setup(self, model: torch.nn.Module) -> torch.nn.Module:
         self.base = _prepare_base(model)
         self.model = self.base
+        rewrites = rewrites_base(self.cfg.lora.get("init", "default"))
+        self.restorer = BaseRestorer(self.base) if rewrites else None
         return self.model
 
     def _add_adapter(self, domain: str) -> None:
         config = lora_config(self.cfg.lora)
         if isinstance(self.model, PeftModel):
-            self.model.add_adapter(domain, config)
+            with warnings.catch_warnings():  # earlier PiSSA adapters are already folded into
+                warnings.filterwarnings("ignore", "PiSSA changes the base weights")  # plain LoRA
+                self.model.add_adapter(domain, config)
         else:
             self.model = get_peft_model(self.base, config, domain)
         self.model.set_adapter(domain)
 
     def before_stage(self, stage: int, domain: str) -> None:
         self._add_adapter(domain)
+        if self.restorer is not None:  # PiSSA/OLoRA: the base now holds this adapter's residual
+            self.restorer.remember_initial(self.model, domain)
 
     def after_stage(self, stage: int, domain: str) -> None:
         super().after_stage(stage, domain)
+        if self.restorer is not None:  # back to the original base + a plain LoRA of it
+            self.restorer.fold(self.model, domain)
         for name, param in self.model.named_parameters():
             if f".{domain}." in name:
                 param.requires_grad_(False)
