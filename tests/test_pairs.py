@@ -17,7 +17,7 @@ from continual.errors import ConfigError
 from continual.eval.pairs import choice_logliks, normalise_answer, response_nll
 from continual.models.loading import byte_tokenizer
 from continual.recipe import run_experiment
-from continual.train.loop import _accumulate, stage_steps
+from continual.train.loop import _accumulate, response_logits, stage_steps
 from tests.conftest import TINY, compose_config
 
 CHATML = (
@@ -159,6 +159,36 @@ def test_training_loss_is_the_mean_over_response_tokens_for_any_micro_batch(tiny
     assert losses[1] == pytest.approx(expected, rel=1e-5)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
     model.lm_head.weight.requires_grad_(False)
+    model.zero_grad()
+
+
+def test_output_head_on_response_positions_only_gives_the_full_logits_gradients(tiny) -> None:
+    """response_logits runs the head on the scored positions only; loss and every gradient
+    equal those of full logits (float tolerance)."""
+    model, tok = tiny
+    batch = _encoded(Renderer(tok), EXAMPLES * 2).batch([0, 1, 2, 3])
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    results = []
+    for full in (True, False):
+        model.zero_grad()
+        if full:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            logits, targets = logits.logits[:, :-1], batch["labels"][:, 1:]
+        else:
+            logits, targets = response_logits(model, batch)
+            assert logits.shape[1] < batch["input_ids"].shape[1] - 1  # prompt positions skipped
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE
+        )
+        loss.backward()
+        results.append((float(loss), [p.grad.clone() for p in params]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for full_grad, kept_grad in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(kept_grad, full_grad, atol=1e-6, rtol=1e-4)
+    for p in params:
+        p.requires_grad_(False)
     model.zero_grad()
 
 

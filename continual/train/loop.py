@@ -142,14 +142,31 @@ def _accumulate(
     total = 0.0
     for start in range(0, len(ids), micro):
         part = {k: v[start : start + micro].to(device) for k, v in batch.items()}
-        logits = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+        logits, targets = response_logits(model, part)
         loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), part["labels"][:, 1:].flatten(),
-            ignore_index=IGNORE, reduction="sum",
+            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
         ) / n_targets  # fmt: skip
         loss.backward()
         total += float(loss.detach())
     return total
+
+
+def response_logits(
+    model: torch.nn.Module, part: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the positions whose next token is a target in any row of ``part`` and those
+    targets (``IGNORE`` elsewhere): the output head runs on these positions only
+    (``logits_to_keep``), not on every prompt and padding position, so a batch of short
+    answers skips most of the 49k-vocabulary projection and softmax. Same loss as full logits
+    up to float rounding; models whose forward lacks ``logits_to_keep`` get full logits."""
+    targets = part["labels"][:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
+    inputs = {"input_ids": part["input_ids"], "attention_mask": part["attention_mask"]}
+    try:
+        logits = model(**inputs, logits_to_keep=keep).logits
+    except TypeError:  # no logits_to_keep argument: score every position
+        return model(**inputs).logits[:, :-1], targets
+    return logits, targets[:, keep]
 
 
 def _log_epochs(desc: str, records: list[StepRecord]) -> None:
