@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -77,3 +78,29 @@ def test_eval_throughput_bench_records_provenance(tmp_path: Path, monkeypatch) -
     assert [row["method"] for row in result["rows"]][0] == "continual.holdout_nll"
     _check_provenance(result, out)
     assert result["machine"]["device"] == "cpu"
+
+
+def test_crma_pilot_decision_rule_picks_the_largest_stable_bypass() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    from crma_pilot_decision import decide, variant_table
+
+    rows = []
+    for method, bypass, own_nll, spikes in [("crma_g001", 0.001, 1.00, 0),
+                                            ("crma_g1", 0.05, 1.01, 0),
+                                            ("crma_big", 0.20, 1.30, 0),
+                                            ("crma_spiky", 0.30, 1.00, 2)]:  # fmt: skip
+        for stage, domain in ((1, "a"), (2, "b")):
+            rows += [(method, stage, domain, domain, "holdout_nll", own_nll),
+                     (method, stage, domain, domain, "grad_norm_n_spikes", spikes / 2)]  # fmt: skip
+        rows += [(method, 2, "b", "all", "crma_bypass_own_nll_min", bypass),
+                 (method, 2, "b", "all", "crma_bypass_own_nll", bypass),
+                 (method, 2, "b", "all", "crma_gate_mean", 0.5)]  # fmt: skip
+    metrics = pd.DataFrame(
+        rows, columns=["method", "stage", "stage_domain", "eval_domain", "metric", "value"]
+    )
+    table = variant_table(metrics, "crma_g001")
+    by_method = table.set_index("method")
+    assert by_method.loc["crma_big", "own_nll_vs_reference_max"] == pytest.approx(0.30)
+    assert not by_method.loc["crma_spiky", "stable"] and by_method.loc["crma_g1", "stable"]
+    assert decide(table, max_nll_increase=0.02) == "crma_g1"
+    assert decide(table, max_nll_increase=0.5) == "crma_big"
