@@ -355,6 +355,7 @@ def log_report(
         )
         bypass = loss_matrix(metrics, metric="crma_bypass_nll")
         if not bypass.empty:
+            bypass = bypass[order + [d for d in bypass.columns if d not in order]]
             bypass.index = labels
             inert = bool(metrics.loc[metrics["metric"] == "crma_inert", "value"].iloc[0])
             log.info(
