@@ -116,3 +116,30 @@ def test_residual_ratios_ignore_padding(tmp_path) -> None:
     assert full["crma_residual_ratio"] > 0
     for key, value in full.items():  # right padding changes no earlier position's state
         assert padded[key] == pytest.approx(value, rel=1e-5)
+
+
+def test_bypass_section_verdicts_and_gradient_ratios() -> None:
+    from continual.analysis.crma_sections import bypass_section, bypass_table, gradient_ratios
+
+    rows = []
+    for seed, (b1, b2, inert) in enumerate([(0.10, 0.001, 0.0), (0.12, -0.002, 1.0)]):
+        for stage, d, bypass in ((1, "med", b1), (2, "code", b2)):
+            rows += [
+                ("crma", seed, stage, d, d, "crma_bypass_nll", bypass),
+                ("crma", seed, stage, d, d, "crma_residual_ratio", 0.01),
+                ("crma", seed, stage, d, "all", "crma_gate_mean", 0.9),
+                ("crma", seed, stage, d, d, "grad_norm_peak", 2.0),
+                ("lora", seed, stage, d, d, "grad_norm_peak", 4.0 + 4 * seed),
+            ]
+        rows.append(("crma", seed, 2, "code", "all", "crma_inert", inert))
+    columns = ["method", "seed", "stage", "stage_domain", "eval_domain", "metric", "value"]
+    metrics = pd.DataFrame(rows, columns=columns)
+    table = bypass_table(metrics).set_index("stage")
+    assert bool(table.loc[1, "above_spread"]) and not bool(table.loc[2, "above_spread"])
+    text = bypass_section(metrics)
+    assert "no (within noise)" in text and "**CRMA inert** in 1 of 2 `crma` run(s)" in text
+    ratios = gradient_ratios(metrics).set_index("metric")
+    # per (seed, stage) ratios 0.5 and 0.25: geometric mean sqrt(0.125)
+    assert ratios.loc["grad_norm_peak", "ratio"] == pytest.approx(math.sqrt(0.125))
+    one_seed = bypass_section(metrics[metrics["seed"] == 0])
+    assert "n/a (one seed)" in one_seed

@@ -35,7 +35,8 @@ def _own(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def bypass_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per CRMA method and stage over seeds: gate, residual ratio and bypass effect on the
-    domain just trained (mean and SD), and whether the effect exceeds its seed spread."""
+    domain just trained (mean and SD), and whether the effect exceeds its seed spread (None
+    with one seed)."""
     cols = ["method", "stage", "domain", "n", "gate", "residual", "residual_sd", "bypass",
             "bypass_sd", "above_spread"]  # fmt: skip
     bypass = _own(metrics, "crma_bypass_nll")
@@ -48,13 +49,13 @@ def bypass_table(metrics: pd.DataFrame) -> pd.DataFrame:
         b = mean_sd_ci(group["value"].to_numpy(float))
         r = residual[(residual["method"] == method) & (residual["stage"] == stage)]["value"]
         g = gates[(gates["method"] == method) & (gates["stage"] == stage)]["value"]
-        spread = 0.0 if math.isnan(b["sd"]) else b["sd"]
         rows.append({
             "method": method, "stage": int(stage), "domain": group["stage_domain"].iloc[0],
             "n": b["n"], "gate": float(g.mean()) if len(g) else math.nan,
             "residual": float(r.mean()) if len(r) else math.nan,
             "residual_sd": float(r.std(ddof=1)) if len(r) > 1 else math.nan,
-            "bypass": b["mean"], "bypass_sd": b["sd"], "above_spread": abs(b["mean"]) > spread,
+            "bypass": b["mean"], "bypass_sd": b["sd"],
+            "above_spread": None if b["n"] < 2 else bool(abs(b["mean"]) > b["sd"]),
         })  # fmt: skip
     order = {m: i for i, m in enumerate(method_order(metrics))}
     table = pd.DataFrame(rows, columns=cols)
@@ -79,7 +80,7 @@ def bypass_section(metrics: pd.DataFrame) -> str | None:
     rows = [
         (r.method, f"{r.stage} ({r.domain})", r.n, fmt_num(r.gate, 4),
          fmt_mean_sd(r.residual, r.residual_sd, 4), fmt_mean_sd(r.bypass, r.bypass_sd, 4),
-         "yes" if r.above_spread else "no (within noise)")
+         {True: "yes", False: "no (within noise)"}.get(r.above_spread, "n/a (one seed)"))
         for r in table.itertuples(index=False)
     ]  # fmt: skip
     header = ["method", "stage", "n", "gate", "residual ratio", "bypass (nats)", "> seed SD"]
