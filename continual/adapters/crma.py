@@ -80,9 +80,10 @@ class CRMAConfig:
     init_offdiag_logit: -8.0, the *tempered* off-diagonal logit (diagonal 0): log_mix starts at
         temperature * (0 | -8), so M starts at the identity up to e^-8 ~ 3e-4 per entry. Storing
         the raw -8 (tempered -160) would make M exactly I in float and give log_mix no gradient.
-    init_log_alpha: log(0.01): gate g = exp(_log_alpha) starts at 0.01, in log space so it stays
-        > 0 and Adam moves it by a relative amount per step. (The model is unchanged at step 0
-        anyway, because ``write`` starts at zero.)
+    init_log_alpha: 0.0: gate g = exp(_log_alpha) starts at 1, in log space so it stays > 0
+        and Adam moves it by a relative amount per step. The model is unchanged at step 0
+        anyway, because ``write`` starts at zero. Chosen by results/crma_gate_pilot: with the
+        earlier log(0.01) the branch was inert (bypass effect <= 0.005 nats).
     placement: "block_output", the only one: a forward hook on each decoder layer's output.
     adapter_lr: lr of read/write; None = the ``base_lr`` given to ``parameter_groups``.
     mix_lr: 1e-3 for log_mix (moves the tempered logits by ~0.02 per Adam step).
@@ -95,7 +96,7 @@ class CRMAConfig:
     sinkhorn_iterations: int = 20
     temperature: float = 0.05
     init_offdiag_logit: float = -8.0
-    init_log_alpha: float = math.log(0.01)
+    init_log_alpha: float = 0.0
     placement: str = "block_output"
     adapter_lr: float | None = None
     mix_lr: float = 1e-3
