@@ -241,6 +241,7 @@ def test_pairs_chain_on_builtin_tasks(tmp_path: Path) -> None:
 def test_text_then_pairs_chain(tmp_path: Path) -> None:
     cfg = compose_config([
         *TINY, "model.architecture.max_position_embeddings=1024", "train.epochs=1",
+        "train.max_train_blocks=8",  # one epoch over all med blocks would take minutes
         "eval.prompted_k=1", "+sequence=med_code", "domain@domains.code=code_names",
         "domains.code.train_examples=6", "domains.code.holdout_examples=4",
         "domains.code.max_tokens=480", "domains.code.source.max_chars=150",
