@@ -3,8 +3,8 @@
 * :func:`bypass_section` - per CRMA method and stage: the mean gate, the relative residual size
   and the bypass effect on the domain just trained (definitions in
   :mod:`continual.eval.crma_probe`), mean ± SD over seeds, with a verdict: the effect is
-  "larger than the seed spread" (|mean| > SD, and above ``eval.crma_inert_nats`` in every run)
-  or "within noise"; runs flagged "CRMA inert" are counted.
+  "larger than the seed spread" (|mean| > SD) or "within noise" (n/a with one seed); runs
+  flagged "CRMA inert" (below ``eval.crma_inert_nats``) are counted.
 * :func:`gradient_ratio_section` - every method's per-stage peak and mean gradient norm over
   naive LoRA's, paired by seed and stage: the geometric mean ratio with a 95% Student-t CI of
   the mean log ratio; over all trainable parameters and over the LoRA parameters alone

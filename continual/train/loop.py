@@ -108,8 +108,11 @@ def train_stage(
         batch = train_set.batch(next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss_value = _accumulate(model, batch, micro, device)
-        lora_norm = group_norm(lora) if lora else math.nan
+        partial = lora and len(lora) < len(params)  # else the global norm is the LoRA norm
+        lora_norm = group_norm(lora) if partial else math.nan
         grad_norm = clip(params)
+        if lora and not partial:
+            lora_norm = grad_norm
         if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
             raise NumericalError(
                 f"{desc}: non-finite loss ({loss_value}) or gradient norm ({grad_norm}) at step "
