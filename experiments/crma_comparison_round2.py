@@ -25,7 +25,8 @@ def arm_forgetting(metrics: pd.DataFrame) -> pd.DataFrame:
     final = metrics[(metrics["metric"] == "avg_forgetting_pct") & (metrics["eval_domain"] == "all")]
     final = final[final["method"].astype(str).str.endswith("_default")]
     last = final.groupby(["method", "seed"])["stage"].transform("max")
-    table = final[final["stage"] == last].pivot_table(index="seed", columns="method", values="value")
+    finals = final[final["stage"] == last]
+    table = finals.pivot_table(index="seed", columns="method", values="value")
     table = table.dropna()  # seeds that every arm finished
     out = pd.DataFrame({"n": len(table), "mean": table.mean(), "sd": table.std(ddof=1)})
     return out.sort_values("mean")

@@ -143,3 +143,26 @@ def test_bypass_section_verdicts_and_gradient_ratios() -> None:
     assert ratios.loc["grad_norm_peak", "ratio"] == pytest.approx(math.sqrt(0.125))
     one_seed = bypass_section(metrics[metrics["seed"] == 0])
     assert "n/a (one seed)" in one_seed
+
+
+def test_labelled_arms_sort_with_their_method_and_compare_against_plain_lora() -> None:
+    from continual.analysis import method_order
+    from continual.analysis.crma_sections import gradient_ratio_section, gradient_ratios
+
+    arms = ["crma_zclip_default", "lora_zclip_default", "crma_norm_default", "lora_norm_default"]
+    rows = [
+        (arm, seed, 1, "med", "med", "grad_norm_peak", peak)
+        for seed in (0, 1)
+        for arm, peak in zip(arms, (1.0, 2.0, 3.0, 4.0), strict=True)
+    ]
+    columns = ["method", "seed", "stage", "stage_domain", "eval_domain", "metric", "value"]
+    metrics = pd.DataFrame(rows, columns=columns)
+    assert method_order(metrics) == [
+        "lora_norm_default", "lora_zclip_default", "crma_norm_default", "crma_zclip_default"
+    ]  # fmt: skip
+    ratios = gradient_ratios(metrics).set_index("method")["ratio"]
+    assert "lora_norm_default" not in ratios.index
+    assert ratios["crma_zclip_default"] == pytest.approx(0.25)
+    assert ratios["lora_zclip_default"] == pytest.approx(0.5)
+    assert "relative to `lora_norm_default`" in gradient_ratio_section(metrics)
+    assert gradient_ratio_section(metrics[metrics["method"] != "lora_norm_default"]) is None

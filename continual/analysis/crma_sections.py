@@ -6,9 +6,10 @@
   "larger than the seed spread" (|mean| > SD) or "within noise" (n/a with one seed); runs
   flagged "CRMA inert" (below ``eval.crma_inert_nats``) are counted.
 * :func:`gradient_ratio_section` - every method's per-stage peak and mean gradient norm over
-  naive LoRA's, paired by seed and stage: the geometric mean ratio with a 95% Student-t CI of
-  the mean log ratio; over all trainable parameters and over the LoRA parameters alone
-  (``grad_norm_lora_*``: adding CRMA parameters changes the global norm by itself).
+  naive LoRA's (``lora``, or the ``lora_norm_default`` arm of a labelled comparison), paired by
+  seed and stage: the geometric mean ratio with a 95% Student-t CI of the mean log ratio; over
+  all trainable parameters and over the LoRA parameters alone (``grad_norm_lora_*``: adding
+  CRMA parameters changes the global norm by itself).
 """
 
 from __future__ import annotations
@@ -22,9 +23,22 @@ from continual.analysis.markdown import fmt_ci, fmt_mean_sd, fmt_num, md_table
 from continual.analysis.runs import method_order
 from continual.metrics.stats import mean_sd_ci
 
-__all__ = ["bypass_section", "bypass_table", "gradient_ratio_section", "gradient_ratios"]
+__all__ = [
+    "bypass_section", "bypass_table", "gradient_ratio_section", "gradient_ratios",
+    "reference_method",
+]  # fmt: skip
 
 RATIO_METRICS = ("grad_norm_peak", "grad_norm_mean", "grad_norm_lora_peak", "grad_norm_lora_mean")
+# Naive LoRA as a method (`method=lora`) or as the plain arm of a labelled comparison
+# (`<method>_<clipping>_<init>`, conf/experiment/crma_comparison.yaml).
+REFERENCES = ("lora", "lora_norm_default")
+
+
+def reference_method(metrics: pd.DataFrame) -> str | None:
+    """The method gradient norms are compared against: the first of :data:`REFERENCES` that
+    ran, ``None`` when none did."""
+    present = set(metrics["method"].astype(str))
+    return next((m for m in REFERENCES if m in present), None)
 
 
 def _own(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -96,11 +110,13 @@ def bypass_section(metrics: pd.DataFrame) -> str | None:
     return "\n".join(out)
 
 
-def gradient_ratios(metrics: pd.DataFrame, reference: str = "lora") -> pd.DataFrame:
-    """Per method (not ``reference``) and gradient statistic: ratio to ``reference`` paired by
-    (seed, stage); ``ratio`` = exp(mean log ratio), CI = exp of its Student-t interval."""
+def gradient_ratios(metrics: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Per method (not ``reference``, default :func:`reference_method`) and gradient statistic:
+    ratio to ``reference`` paired by (seed, stage); ``ratio`` = exp(mean log ratio), CI = exp
+    of its Student-t interval."""
     cols = ["method", "metric", "n", "ratio", "ci_low", "ci_high"]
     rows = []
+    reference = reference or reference_method(metrics)
     grad = metrics[metrics["metric"].isin(RATIO_METRICS)]
     ref = grad[grad["method"] == reference].set_index(["metric", "seed", "stage"])["value"]
     for method in method_order(grad) if len(grad) else []:
@@ -120,15 +136,16 @@ def gradient_ratios(metrics: pd.DataFrame, reference: str = "lora") -> pd.DataFr
     return pd.DataFrame(rows, columns=cols)
 
 
-def gradient_ratio_section(metrics: pd.DataFrame, reference: str = "lora") -> str | None:
+def gradient_ratio_section(metrics: pd.DataFrame, reference: str | None = None) -> str | None:
     """Markdown table of :func:`gradient_ratios`; ``None`` without ``reference`` runs."""
-    table = gradient_ratios(metrics, reference)
+    reference = reference or reference_method(metrics)
+    table = gradient_ratios(metrics, reference) if reference else pd.DataFrame()
     if table.empty:
         return None
     out = [
         f"## Gradient norms relative to `{reference}` (paired by seed and stage)",
         "",
-        "Per stage, a method's gradient-norm statistic over naive LoRA's in the same seed and "
+        f"Per stage, a method's gradient-norm statistic over `{reference}`'s in the same seed and "
         "stage; geometric mean ratio and 95% CI (Student-t on the log ratios, n = seeds x "
         "stages). `grad_norm_*` covers all trainable parameters, `grad_norm_lora_*` the LoRA "
         "parameters alone. Vendor-reported for CRMA: peak ratio 0.16-0.61 (39-84% lower).",

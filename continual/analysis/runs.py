@@ -278,12 +278,15 @@ def check_unique_runs(metrics: pd.DataFrame) -> None:
 
 
 def method_order(frame: pd.DataFrame) -> list[str]:
-    """Methods present in ``frame``, in display order (lora, frozen_lora, crma, modular_crma)."""
+    """Methods present in ``frame``, in display order (lora, frozen_lora, crma, modular_crma);
+    a labelled arm such as ``crma_zclip_default`` sorts with its method (``crma``)."""
 
     def key(name: str) -> tuple[int, str]:
         base = name.split(" [")[0]
-        rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
-        return rank, name
+        ranks = [
+            (len(m), i) for i, m in enumerate(METHOD_ORDER) if base == m or base.startswith(m + "_")
+        ]
+        return (max(ranks)[1] if ranks else len(METHOD_ORDER)), name
 
     return sorted(frame["method"].astype(str).unique(), key=key)
 
