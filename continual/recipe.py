@@ -16,7 +16,6 @@ import math
 import resource
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +142,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     data = prepare_data(cfg, loaded, names)
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     model = method.setup(loaded.model)
+    method.bind(data, loaded.device, cfg.train, int(cfg.seed))
     tasks_dir = prepare_lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     sha, dirty = git_state(PROJECT_ROOT)
@@ -232,8 +232,8 @@ def run_stage(
     groups = method.param_groups(float(cfg.train.lr))
     trainable = sum(p.numel() for group in groups for p in group["params"])
     records = train_stage(
-        model, groups, data[domain].training_set(), cfg.train, device,
-        torch.Generator().manual_seed(seed), desc=label,
+        model, groups, method.training_set(stage, domain), cfg.train, device,
+        torch.Generator().manual_seed(seed), desc=label, extra_losses=method.extra_losses,
     )  # fmt: skip
     method.after_stage(stage, domain)
     adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
@@ -251,7 +251,7 @@ def run_stage(
     values[(domain, "trainable_parameters")] = trainable
     values[(domain, "stage_seconds")] = time.perf_counter() - t0
     steps = [
-        {"stage": stage, "domain": domain, "global_step": offset + r.step, **asdict(r)}
+        {"stage": stage, "domain": domain, "global_step": offset + r.step, **r.row()}
         for r in records
     ]
     logger.log_steps(stage, domain, steps)

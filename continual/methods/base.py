@@ -1,13 +1,16 @@
 """Methods are continual-learning protocols with lifecycle hooks (Avalanche-style plugins).
 
-A run calls ``setup`` once, then per stage ``before_stage`` -> train on ``param_groups`` ->
-``after_stage``; every evaluation of domain d happens inside ``serving(d)``, which activates the
-model that a protocol deploys for d (for example adapter i for domain i).
+A run calls ``setup`` once and ``bind`` once (the run's data, device, train config and seed),
+then per stage ``before_stage`` -> train on ``param_groups`` with batches from
+``training_set`` and the task loss plus ``extra_losses`` -> ``after_stage``; every evaluation
+of domain d happens inside ``serving(d)``, which activates the model that a protocol deploys
+for d (for example adapter i for domain i). A method overrides only the hooks it needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,17 @@ class Method:
         self.cfg = OmegaConf.create(settings)
         self.model: Any = None
         self.trained: list[str] = []  # domains whose stage has finished, in order
+        self.data: dict[str, Any] = {}  # the run's context, given by ``bind``
+        self.device = torch.device("cpu")
+        self.train_cfg: DictConfig = OmegaConf.create({})
+        self.seed = 0
+
+    def bind(
+        self, data: Mapping[str, Any], device: torch.device, train: DictConfig, seed: int
+    ) -> None:
+        """Give the hooks the run's context once, after ``setup``: every domain's data
+        (``DomainData`` or ``PairsDomain``), the device, the ``train`` config and the seed."""
+        self.data, self.device, self.train_cfg, self.seed = dict(data), device, train, seed
 
     def setup(self, model: torch.nn.Module) -> torch.nn.Module:
         """Wrap the frozen base model once, before stage 0 is evaluated; return what to run."""
@@ -56,8 +70,21 @@ class Method:
         params = [p for p in self.model.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr}]
 
+    def training_set(self, stage: int, domain: str) -> Any:
+        """What stage ``stage`` draws its batches from (a ``TrainingSet``): the domain's own
+        training set unless a method composes another (e.g. replay mixes in a memory)."""
+        return self.data[domain].training_set()
+
+    def extra_losses(
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Loss terms added to the task loss of a training micro-batch (name -> scalar tensor,
+        each logged as ``loss_<name>``): see :data:`continual.train.loop.ExtraLosses`."""
+        return {}
+
     def after_stage(self, stage: int, domain: str) -> None:
-        """Freeze or record what the stage produced."""
+        """Freeze or record what the stage produced (the bound data and device are at hand,
+        e.g. to estimate a Fisher on the stage's training set)."""
         self.trained.append(domain)
 
     def serving(self, domain: str) -> AbstractContextManager[None]:

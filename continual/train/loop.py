@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -31,6 +31,15 @@ class TrainingSet(Protocol):
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
 
+# A method's extra loss terms for one micro-batch (``Method.extra_losses``): called with the
+# micro-batch (on the device), the logits at the positions that carry task loss and their
+# targets (``IGNORE`` where none); returns name -> scalar tensor, each a mean over the
+# micro-batch (a constant such as a weight penalty is returned as it is).
+ExtraLosses = Callable[
+    [dict[str, torch.Tensor], torch.Tensor, torch.Tensor], dict[str, torch.Tensor]
+]
+
+
 class NumericalError(ContinualError):
     """A NaN or Inf loss or gradient: the stage cannot continue."""
 
@@ -43,6 +52,17 @@ class StepRecord:
     lr: float  # learning rate of the first parameter group at this step
     epoch: int = 1  # 1-based pass over the training set that this step's batch belongs to
     grad_norm_lora: float = math.nan  # the same over the groups named "lora" only (nan: none)
+    terms: dict[str, float] = field(default_factory=dict)  # a method's extra loss terms
+
+    def row(self) -> dict[str, Any]:
+        """The record as one train_log.csv row: the fields, then (for a method with extra loss
+        terms) ``loss_<name>`` per term and ``loss_total``, what the optimizer minimised."""
+        row = asdict(self)
+        terms = row.pop("terms")
+        if terms:
+            row |= {f"loss_{name}": value for name, value in terms.items()}
+            row["loss_total"] = self.loss + sum(terms.values())
+        return row
 
 
 def stage_steps(cfg: Any, n_train: int) -> int:
@@ -80,6 +100,7 @@ def train_stage(
     device: torch.device,
     generator: torch.Generator,
     desc: str = "train",
+    extra_losses: ExtraLosses | None = None,
 ) -> list[StepRecord]:
     """Train for :func:`stage_steps` optimizer steps; returns one record per step.
 
@@ -88,7 +109,9 @@ def train_stage(
     (``norm`` or ``zclip``, :mod:`continual.train.clipping`). A batch's loss
     is the mean token cross-entropy over its target tokens (every token of a text block; the
     response tokens of pairs). Logs the mean training loss of every epoch. Raises
-    NumericalError on a non-finite loss or gradient norm.
+    NumericalError on a non-finite loss or gradient norm. ``extra_losses``: a method's loss
+    terms added to the task loss of every micro-batch (see :data:`ExtraLosses`), each weighted
+    by the micro-batch's share of the batch's target tokens and logged per step.
     """
     steps = stage_steps(cfg, len(train_set))
     params = [p for group in param_groups for p in group["params"]]
@@ -107,39 +130,70 @@ def train_stage(
         epoch = (step - 1) * int(cfg.batch_size) // len(train_set) + 1
         batch = train_set.batch(next(batches))
         optimizer.zero_grad(set_to_none=True)
-        loss_value = _accumulate(model, batch, micro, device)
+        terms = Terms(extra_losses) if extra_losses is not None else None
+        loss_value = _accumulate(model, batch, micro, device, terms)
+        logged = terms.values if terms is not None else {}
         partial = lora and len(lora) < len(params)  # else the global norm is the LoRA norm
         lora_norm = group_norm(lora) if partial else math.nan
         grad_norm = clip(params)
         if lora and not partial:
             lora_norm = grad_norm
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+        total = loss_value + sum(logged.values())
+        if not (math.isfinite(total) and math.isfinite(grad_norm)):
             raise NumericalError(
-                f"{desc}: non-finite loss ({loss_value}) or gradient norm ({grad_norm}) at step "
+                f"{desc}: non-finite loss ({total}) or gradient norm ({grad_norm}) at step "
                 f"{step}. Lower train.lr, keep train.max_grad_norm > 0, or check the data."
             )
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch, lora_norm))
+        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch, lora_norm, logged))
         bar.set_postfix(loss=f"{loss_value:.3f}", gnorm=f"{grad_norm:.2f}")
     model.eval()
     _log_epochs(desc, records)
     return records
 
 
+class Terms:
+    """Calls a method's :data:`ExtraLosses` per micro-batch and sums each term over the batch,
+    weighting a micro-batch by its share of the batch's target tokens (as the task loss)."""
+
+    def __init__(self, extra_losses: ExtraLosses) -> None:
+        self.extra_losses = extra_losses
+        self.values: dict[str, float] = {}
+
+    def add(
+        self, part: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor,
+        share: float,
+    ) -> torch.Tensor | None:  # fmt: skip
+        """The weighted sum of the micro-batch's terms, to add to its loss before backward
+        (``None``: the method has none, and the loss is left exactly as it is)."""
+        total = None
+        for name, value in self.extra_losses(part, logits, targets).items():
+            self.values[name] = self.values.get(name, 0.0) + float(value.detach()) * share
+            total = value * share if total is None else total + value * share
+        return total
+
+
 def _accumulate(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], micro: int, device: torch.device
-) -> float:
-    """Forward/backward ``batch`` in micro-batches; gradients of the batch's mean token loss."""
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], micro: int, device: torch.device,
+    terms: Terms | None = None,
+) -> float:  # fmt: skip
+    """Forward/backward ``batch`` in micro-batches; gradients of the batch's mean token loss
+    (plus the ``terms`` of a method, whose batch values they collect); returns that loss."""
     ids = batch["input_ids"]
     if "labels" not in batch:  # text: every position of every block is a target
         loss_sum = 0.0
         for chunk in ids.split(micro):
             chunk = chunk.to(device)
-            loss = model(input_ids=chunk, labels=chunk).loss
-            (loss * len(chunk) / len(ids)).backward()
-            loss_sum += float(loss.detach()) * len(chunk)
+            out = model(input_ids=chunk, labels=chunk)
+            scaled = out.loss * len(chunk) / len(ids)
+            if terms is not None:
+                part, share = {"input_ids": chunk}, len(chunk) / len(ids)
+                extra = terms.add(part, out.logits[:, :-1], chunk[:, 1:], share)
+                scaled = scaled if extra is None else scaled + extra
+            scaled.backward()
+            loss_sum += float(out.loss.detach()) * len(chunk)
         return loss_sum / len(ids)
     n_targets = int((batch["labels"][:, 1:] != IGNORE).sum())
     total = 0.0
@@ -149,8 +203,12 @@ def _accumulate(
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
         ) / n_targets  # fmt: skip
-        loss.backward()
         total += float(loss.detach())
+        if terms is not None:
+            share = int((targets != IGNORE).sum()) / n_targets
+            extra = terms.add(part, logits, targets, share)
+            loss = loss if extra is None else loss + extra
+        loss.backward()
     return total
 
 
