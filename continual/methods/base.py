@@ -29,6 +29,8 @@ def build_method(cfg: DictConfig) -> Method:
     try:
         return instantiate(cfg, _convert_="none")
     except InstantiationException as exc:
+        if isinstance(exc.__cause__, ConfigError):  # the method's own check: its message
+            raise exc.__cause__ from None
         raise ConfigError(
             f"method {cfg.get('name')!r} cannot be built from _target_={cfg.get('_target_')!r} "
             f"({exc}); choose a method from conf/method/, or point `method._target_` at an "
