@@ -1,0 +1,270 @@
+"""The continual-learning baselines (replay, ewc, lwf, olora): each mechanism on a hand-checked
+case, then every method on short chains of the tiny model (adapters only change, save -> reload
+reproduces the holdout losses, an interrupted run resumes to the same metrics)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from continual.data.domain import TextBlocks
+from continual.data.pairs import IGNORE, EncodedPairs
+from continual.errors import ConfigError
+from continual.methods import build_method
+from continual.methods.ewc import empirical_fisher, ewc_penalty
+from continual.methods.replay import ReplayMix
+from continual.models.loading import load_model
+from continual.recipe import run_experiment
+from tests.conftest import compose_config
+
+BASELINES = ("replay", "ewc")
+
+
+def _cfg(method: str, *overrides: str):
+    return compose_config(["+sequence=med_code", "model=tiny_random", f"method={method}",
+                           "train.steps=2", "train.batch_size=4", "train.micro_batch_size=2",
+                           "train.lr=1e-2", "train.warmup_steps=0", *overrides])  # fmt: skip
+
+
+def _text(value: int, n: int = 6, width: int = 8) -> TextBlocks:
+    """Blocks whose every token is ``value + row``: a batch row tells its domain and item."""
+    return TextBlocks(torch.arange(n).unsqueeze(1).repeat(1, width) + value)
+
+
+def _domain(train_set, kind: str = "text") -> SimpleNamespace:
+    return SimpleNamespace(kind=kind, training_set=lambda: train_set)
+
+
+def _method(tmp_path: Path, method: str, data: dict, *overrides: str):
+    """A method set up on the tiny model and bound to ``data`` (name -> fake domain)."""
+    cfg = _cfg(method, *overrides)
+    loaded = load_model(cfg.model, tmp_path / "cache")
+    built = build_method(cfg.method)
+    torch.manual_seed(0)  # the same LoRA initialisation in every call
+    model = built.setup(loaded.model)
+    built.bind(data, loaded.device, cfg.train, int(cfg.seed))
+    return cfg, loaded, built, model
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+def test_replay_batch_has_the_configured_mix_balanced_over_earlier_domains(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(_text(200)), "c": _domain(_text(300))}
+    cfg, _, method, _ = _method(tmp_path, "replay", data, "method.replay.replay_ratio=0.5",
+                                "method.replay.memory_size=3", "train.batch_size=4")  # fmt: skip
+    assert method.training_set(1, "a") is not None and not isinstance(
+        method.training_set(1, "a"), ReplayMix
+    )  # no memory before the first stage finished: the domain's own set
+    for stage, domain in [(1, "a"), (2, "b")]:
+        method.after_stage(stage, domain)
+    assert {d: len(m) for d, m in method.memory.items()} == {"a": 3, "b": 3}
+    mixed = method.training_set(3, "c")
+    assert isinstance(mixed, ReplayMix) and len(mixed) == 6 and mixed.n_memory == 2
+    seen = {"a": set(), "b": set()}
+    for _ in range(20):
+        rows = mixed.batch(torch.tensor([0, 1, 2, 3]))["input_ids"][:, 0].tolist()
+        assert rows[:2] == [300, 301]  # the own items first, the rest from the memory
+        domains = [{1: "a", 2: "b"}[r // 100] for r in rows[2:]]
+        assert sorted(domains) == ["a", "b"]  # balanced: one row per earlier domain
+        for r, d in zip(rows[2:], domains, strict=True):
+            seen[d].add(r % 100)
+    assert seen == {d: set(method.memory[d]) for d in seen}  # drawn from the memory only
+
+
+def test_replay_pads_pairs_of_different_widths_without_loss_on_padding() -> None:
+    own = EncodedPairs([[5, 6]], [[7]], pad_id=0)
+    memory = EncodedPairs([[8, 9, 10, 11]], [[12, 13]], pad_id=0)
+    mixed = ReplayMix(own, [(memory, [0])], 1, torch.Generator().manual_seed(0))
+    batch = mixed.batch(torch.tensor([0, 0]))
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 13]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0], [1] * 6]
+    assert batch["labels"].tolist() == [[IGNORE, IGNORE, 7] + [IGNORE] * 3,
+                                        [IGNORE] * 4 + [12, 13]]  # fmt: skip
+
+
+def test_replay_memory_survives_save_and_load(tmp_path) -> None:
+    data = {"a": _domain(_text(100, n=20)), "b": _domain(_text(200, n=20))}
+    _, _, method, _ = _method(tmp_path, "replay", data, "method.replay.memory_size=5")
+    method.after_stage(1, "a")
+    method.save(tmp_path / "saved")
+    _, _, again, _ = _method(tmp_path, "replay", data, "method.replay.memory_size=5")
+    again.load(tmp_path / "saved", ["a"])
+    assert again.memory == method.memory and len(method.memory["a"]) == 5
+    assert again.trained == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [("method.replay.replay_ratio=1.5", "replay_ratio"), ("method.replay.memory_size=0",
+     "memory_size"), ("method.ewc.weight=-1", "ewc.weight"), ("method.ewc.mode=both", "mode"),
+     ("method.ewc.gamma=2", "gamma")],
+)  # fmt: skip
+def test_impossible_settings_are_refused(override: str, match: str) -> None:
+    method = override.split(".")[1]
+    with pytest.raises(ConfigError, match=match):
+        build_method(_cfg(method, override).method)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_crma_settings_are_refused(method: str) -> None:
+    with pytest.raises(ConfigError, match="CRMA"):
+        build_method(_cfg(method, "+method.crma.rank=4").method)
+
+
+def test_replay_refuses_a_sequence_of_text_and_pairs(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(EncodedPairs([[1]], [[2]], 0), "pairs")}
+    with pytest.raises(ConfigError, match="text and pairs"):
+        _method(tmp_path, "replay", data)
+
+
+# --- EWC -------------------------------------------------------------------------------------
+
+
+class OneWeight(torch.nn.Module):
+    """Logits (0, w) at every position of a 2-token vocabulary: the mean loss gradient of a
+    block is ``sigmoid(w) - mean(targets)``."""
+
+    def __init__(self, w: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w, dtype=torch.float64))
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+        n, width = input_ids.shape
+        logits = torch.stack([torch.zeros_like(self.w), self.w]).expand(n, width - 1, 2)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+def test_empirical_fisher_equals_the_hand_computed_value() -> None:
+    blocks = torch.tensor([[0, 1, 1, 1, 1], [1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 0, 1, 1]])
+    model = OneWeight(0.3)
+    fisher = empirical_fisher(model, {"w": model.w}, TextBlocks(blocks), n_batches=4,
+                              batch_size=1, device=torch.device("cpu"),
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    s = 1 / (1 + math.exp(-0.3))
+    means = [4 / 4, 1 / 4, 0 / 4, 3 / 4]  # targets of each block (tokens 1..4)
+    expected = sum((s - m) ** 2 for m in means) / 4  # one epoch: every block once
+    assert fisher["w"].item() == pytest.approx(expected, rel=1e-6)
+    assert model.w.grad is None
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away_from_it() -> None:
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    anchors = [({"w": torch.tensor([0.5, 2.0])}, {"w": torch.tensor([1.0, -2.0])})]
+    assert ewc_penalty({"w": w}, anchors, 10.0).item() == 0.0
+    step = torch.tensor([0.1, -0.3])
+    values = []
+    for k in (1, 2, 3):
+        with torch.no_grad():
+            w.copy_(anchors[0][1]["w"] + k * step)
+        values.append(ewc_penalty({"w": w}, anchors, 10.0).item())
+    by_hand = 10.0 / 2 * float((anchors[0][0]["w"] * step**2).sum())
+    assert values == pytest.approx([by_hand, 4 * by_hand, 9 * by_hand])
+    two = anchors + [({"w": torch.ones(2)}, {"w": torch.zeros(2)})]  # separate: penalties add
+    extra = 10.0 / 2 * float((w.detach() ** 2).sum())
+    assert ewc_penalty({"w": w}, two, 10.0).item() == pytest.approx(values[-1] + extra)
+
+
+def test_online_ewc_keeps_one_running_fisher_and_separate_one_per_stage(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(_text(200))}
+    runs = {}
+    for mode in ("separate", "online"):
+        settings = [
+            f"method.ewc.mode={mode}",
+            "method.ewc.gamma=0.5",
+            "method.ewc.fisher_batches=2",
+        ]
+        _, _, method, _ = _method(tmp_path, "ewc", data, *settings)
+        for stage, domain in [(1, "a"), (2, "b")]:
+            method.after_stage(stage, domain)
+        runs[mode] = method.anchors
+    (f1, a1), (f2, a2) = runs["separate"]
+    [(online, anchor)] = runs["online"]
+    assert f1 and all(f.ge(0).all() for f in f1.values()) and any(f.sum() > 0 for f in f1.values())
+    for name in f1:
+        torch.testing.assert_close(online[name], 0.5 * f1[name] + f2[name])
+        assert torch.equal(anchor[name], a2[name])
+
+
+def test_ewc_fisher_and_anchors_survive_save_and_load(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(_text(200))}
+    _, _, method, _ = _method(tmp_path, "ewc", data, "method.ewc.fisher_batches=2")
+    method.after_stage(1, "a")
+    method.after_stage(2, "b")
+    method.save(tmp_path / "saved")
+    _, _, again, _ = _method(tmp_path, "ewc", data)
+    again.load(tmp_path / "saved", ["a", "b"])
+    assert len(again.anchors) == 2
+    for (f, a), (g, b) in zip(method.anchors, again.anchors, strict=True):
+        assert f.keys() == g.keys() and all(torch.equal(f[n], g[n]) for n in f)
+        assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+# --- every method on short chains of the tiny model --------------------------------------------
+
+SETTINGS = {
+    "replay": ["method.replay.memory_size=4", "method.replay.replay_ratio=0.5"],
+    "ewc": ["method.ewc.fisher_batches=2", "method.ewc.weight=100"],
+    "lwf": [],
+    "olora": ["method.olora.lambda_l2=0.01"],
+}
+TERMS = {"replay": [], "ewc": ["ewc"], "lwf": ["lwf"], "olora": ["orth", "l2"]}
+
+
+def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
+    kept = metrics[metrics.metric != "stage_seconds"].drop(columns="run")
+    return kept.sort_values(["stage", "eval_domain", "metric"]).reset_index(drop=True)
+
+
+def _interrupted_then_resumed(cfg, run_dir: Path, monkeypatch) -> pd.DataFrame:
+    """Stop a run after stage 2's training and save (before its commit point), then rerun."""
+    from continual import recipe
+
+    real, calls = recipe.atomic_write_csv, [0]
+
+    def interrupted(path: Path, frame: pd.DataFrame) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
+            raise KeyboardInterrupt
+        real(path, frame)
+
+    monkeypatch.setattr(recipe, "atomic_write_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, run_dir)
+    monkeypatch.setattr(recipe, "atomic_write_csv", real)
+    return run_experiment(cfg, run_dir)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
+    tiny_cfg, tmp_path: Path, monkeypatch, method: str
+) -> None:
+    from continual.serve import load_run
+
+    cfg = tiny_cfg(f"method={method}", "train.steps=2", "train.warmup_steps=0", *SETTINGS[method])
+    full = run_experiment(cfg, tmp_path / "full")
+    log = pd.read_csv(tmp_path / "full" / "train_log.csv")
+    for term in TERMS[method]:
+        values = log.groupby("stage")[f"loss_{term}"]
+        assert (values.max()[1] == 0) and values.max()[2] > 0, term  # nothing before stage 2
+    if TERMS[method]:
+        total = log.loss + sum(log[f"loss_{t}"] for t in TERMS[method])
+        assert total.to_numpy() == pytest.approx(log.loss_total.to_numpy())
+    else:
+        assert not any(c.startswith("loss_") for c in log.columns)
+
+    final = full[(full.stage == 2) & (full.metric == "holdout_nll")]
+    run = load_run(tmp_path / "full")
+    for domain, value in zip(final.eval_domain, final.value, strict=True):
+        assert run.holdout_nll(domain) == pytest.approx(value, abs=1e-6), domain
+
+    resumed = _interrupted_then_resumed(cfg, tmp_path / "cut", monkeypatch)
+    pd.testing.assert_frame_equal(_comparable(full), _comparable(resumed))
+    again = pd.read_csv(tmp_path / "cut" / "train_log.csv")
+    pd.testing.assert_frame_equal(log, again)
