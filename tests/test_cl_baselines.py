@@ -11,18 +11,22 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from peft.tuners.lora import LoraLayer
 
 from continual.data.domain import TextBlocks
 from continual.data.pairs import IGNORE, EncodedPairs
 from continual.errors import ConfigError
 from continual.methods import build_method
 from continual.methods.ewc import empirical_fisher, ewc_penalty
+from continual.methods.lwf import distillation_loss, task_logits
+from continual.methods.olora import orthogonality_loss, owned
 from continual.methods.replay import ReplayMix
 from continual.models.loading import load_model
 from continual.recipe import run_experiment
+from continual.train.loop import response_logits, train_stage
 from tests.conftest import compose_config
 
-BASELINES = ("replay", "ewc")
+BASELINES = ("replay", "ewc", "lwf", "olora")
 
 
 def _cfg(method: str, *overrides: str):
@@ -103,10 +107,13 @@ def test_replay_memory_survives_save_and_load(tmp_path) -> None:
     ("override", "match"),
     [("method.replay.replay_ratio=1.5", "replay_ratio"), ("method.replay.memory_size=0",
      "memory_size"), ("method.ewc.weight=-1", "ewc.weight"), ("method.ewc.mode=both", "mode"),
-     ("method.ewc.gamma=2", "gamma")],
+     ("method.ewc.gamma=2", "gamma"), ("method.lwf.temperature=0", "temperature"),
+     ("method.lwf.weight=-0.1", "lwf.weight"), ("method.olora.lambda_orth=-1", "lambda_orth"),
+     ("method.olora.lambda_l2=nan", "lambda_l2"), ("method.lora.init=pissa", "init")],
 )  # fmt: skip
 def test_impossible_settings_are_refused(override: str, match: str) -> None:
     method = override.split(".")[1]
+    method = {"replay": "replay", "ewc": "ewc", "lwf": "lwf"}.get(method, "olora")
     with pytest.raises(ConfigError, match=match):
         build_method(_cfg(method, override).method)
 
@@ -206,6 +213,142 @@ def test_ewc_fisher_and_anchors_survive_save_and_load(tmp_path) -> None:
         assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+# --- LwF -------------------------------------------------------------------------------------
+
+
+def test_distillation_is_zero_when_teacher_and_student_agree_and_positive_otherwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 5, 11, generator=g)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    assert distillation_loss(student, student.clone(), mask, 2.0).item() == 0.0
+    teacher = student.clone()
+    teacher[1, 3:] += torch.randn(2, 11, generator=g)  # only positions without task loss
+    assert distillation_loss(student, teacher, mask, 2.0).item() == 0.0
+    teacher[0, 0] += 1.0
+    assert distillation_loss(student, teacher, mask, 2.0).item() > 0.0
+
+
+@pytest.mark.parametrize("kind", ["text", "pairs"])
+def test_lwf_term_is_zero_for_the_previous_model_and_leaves_the_student_graph_intact(
+    tmp_path, kind: str
+) -> None:
+    _, _, method, model = _method(tmp_path, "lwf", {})
+    ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids}
+    if kind == "pairs":
+        labels = ids.clone()
+        labels[:, :7] = IGNORE
+        batch |= {"attention_mask": torch.ones_like(ids), "labels": labels}
+    model.eval()  # no dropout, as the teacher
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def student_step() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        for p in lora.values():
+            p.grad = None
+        if kind == "text":
+            logits, targets = task_logits(model, batch), ids[:, 1:]
+        else:
+            logits, targets = response_logits(model, batch)
+            assert torch.equal(logits, task_logits(model, batch))
+        terms = method.extra_losses(batch, logits, targets)
+        logits.float().square().mean().backward()  # a student loss; its gradients must not
+        return terms, {n: p.grad.clone() for n, p in lora.items()}  # see the teacher's swap
+
+    assert student_step()[0]["lwf"].item() == 0.0  # no stage finished: no teacher
+    method.after_stage(1, "a")  # the teacher: the current weights
+    terms, grads = student_step()
+    assert terms["lwf"].item() == 0.0
+    with torch.no_grad():
+        for name, p in lora.items():
+            if "lora_B" in name:
+                p.add_(0.05)  # the student moves away from the teacher
+    terms, moved = student_step()
+    assert terms["lwf"].item() > 0.0 and terms["lwf"].requires_grad
+    method.teacher = {}  # no swap: the plain student gradients
+    _, plain = student_step()
+    assert all(torch.equal(moved[n], plain[n]) for n in plain)
+    assert any(not torch.equal(moved[n], grads[n]) for n in grads)
+
+
+# --- O-LoRA ----------------------------------------------------------------------------------
+
+
+def test_orthogonality_loss_is_zero_for_orthogonal_subspaces_and_positive_otherwise() -> None:
+    basis = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(0)))[0].T
+    new, old = basis[:2], basis[2:5]  # orthonormal rows: orthogonal subspaces
+    assert orthogonality_loss([(new, old)]).item() == pytest.approx(0.0, abs=1e-6)
+    tilted = new + 0.1 * old[:2]
+    expected = float((tilted @ old.T).abs().sum())
+    assert orthogonality_loss([(tilted, old)]).item() == pytest.approx(expected)
+    assert expected > 0.1
+    assert orthogonality_loss([(tilted, old), (new, old)]).item() == pytest.approx(expected)
+
+
+def test_olora_trains_only_the_new_adapter_and_serves_the_sum_of_all(tmp_path) -> None:
+    data = {"med": _domain(_text(3, n=8, width=12)), "code": _domain(_text(40, n=8, width=12))}
+    cfg, loaded, method, model = _method(tmp_path, "olora", data, "train.warmup_steps=0")
+    ids = _text(7, n=2, width=12).blocks
+    with torch.no_grad():
+        base_logits = model(input_ids=ids).logits
+    for stage, domain in [(1, "med"), (2, "code")]:
+        method.before_stage(stage, domain)
+        trainable = [n for n, p in method.model.named_parameters() if p.requires_grad]
+        assert trainable and all(owned(n, domain) for n in trainable)
+        if stage == 2:
+            assert method.model.base_model.active_adapters == ["med", "code"]
+            before = {n: p.detach().clone() for n, p in method.model.named_parameters()}
+            terms = method.extra_losses({"input_ids": ids}, torch.zeros(1), torch.zeros(1))
+            assert terms["orth"].item() > 0 and terms["orth"].requires_grad
+        train_stage(model, method.param_groups(cfg.train.lr), method.training_set(stage, domain),
+                    cfg.train, loaded.device, torch.Generator().manual_seed(stage),
+                    extra_losses=method.extra_losses)  # fmt: skip
+        method.after_stage(stage, domain)
+    changed = [n for n, p in method.model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and all(owned(n, "code") for n in changed)  # the base and med's adapter kept
+    assert not any(p.requires_grad for p in method.model.parameters())
+    with torch.no_grad():
+        both = model(input_ids=ids).logits
+        with method.serving("med"):  # every domain: the sum of both adapters
+            assert torch.equal(model(input_ids=ids).logits, both)
+        method.model.base_model.set_adapter(["med"])
+        only_med = model(input_ids=ids).logits
+        method.activate(["med", "code"])
+        assert torch.equal(model(input_ids=ids).logits, both)
+    assert not torch.allclose(both, only_med) and not torch.allclose(only_med, base_logits)
+    layer = next(m for m in method.model.modules() if isinstance(m, LoraLayer))
+    x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(2))
+    outputs = {}
+    with torch.no_grad():
+        for names in (["med"], ["code"], ["med", "code"]):
+            layer.set_adapter(names)
+            outputs[tuple(names)] = layer(x)
+        base = layer.base_layer(x)
+    summed = outputs[("med",)] + outputs[("code",)] - base  # each adapter's update adds up
+    torch.testing.assert_close(outputs[("med", "code")], summed)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_only_adapter_weights_change_in_training(tmp_path, method: str) -> None:
+    data = {"med": _domain(_text(3, n=8, width=12)), "code": _domain(_text(40, n=8, width=12))}
+    cfg, loaded, built, model = _method(tmp_path, method, data, *SETTINGS[method])
+
+    def weights() -> dict[str, torch.Tensor]:  # names as in the base model for base weights
+        return {n.replace("base_model.model.", "").replace(".base_layer", ""): p.detach().clone()
+                for n, p in built.model.named_parameters()}  # fmt: skip
+
+    before = weights()
+    for stage, domain in [(1, "med"), (2, "code")]:
+        built.before_stage(stage, domain)
+        train_stage(model, built.param_groups(cfg.train.lr), built.training_set(stage, domain),
+                    cfg.train, loaded.device, torch.Generator().manual_seed(stage),
+                    extra_losses=built.extra_losses)  # fmt: skip
+        built.after_stage(stage, domain)
+    after = weights()
+    changed = [n for n in after if n not in before or not torch.equal(after[n], before[n])]
+    assert changed and all("lora_" in n for n in changed), method
+    assert set(before) <= set(after), method
+
+
 # --- every method on short chains of the tiny model --------------------------------------------
 
 SETTINGS = {
@@ -251,8 +394,9 @@ def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
     full = run_experiment(cfg, tmp_path / "full")
     log = pd.read_csv(tmp_path / "full" / "train_log.csv")
     for term in TERMS[method]:
-        values = log.groupby("stage")[f"loss_{term}"]
-        assert (values.max()[1] == 0) and values.max()[2] > 0, term  # nothing before stage 2
+        low, high = log.groupby("stage")[f"loss_{term}"].agg(["min", "max"]).T.to_numpy()
+        first = low[0] > 0 if term == "l2" else high[0] == 0  # no earlier stage yet
+        assert first and high[1] > 0, term
     if TERMS[method]:
         total = log.loss + sum(log[f"loss_{t}"] for t in TERMS[method])
         assert total.to_numpy() == pytest.approx(log.loss_total.to_numpy())
