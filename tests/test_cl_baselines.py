@@ -412,3 +412,49 @@ def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
     pd.testing.assert_frame_equal(_comparable(full), _comparable(resumed))
     again = pd.read_csv(tmp_path / "cut" / "train_log.csv")
     pd.testing.assert_frame_equal(log, again)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_pairs_chain_trains_and_a_reloaded_run_reproduces_its_results(
+    tmp_path: Path, method: str
+) -> None:
+    from continual.serve import load_run
+    from tests.test_pairs import PAIRS_TINY
+
+    cfg = compose_config([*PAIRS_TINY, "+sequence=pairs_med_legal_code", "eval.prompted_k=0",
+                          "sequence.order=[med,legal]", f"method={method}",
+                          "train.warmup_steps=0", *SETTINGS[method]])  # fmt: skip
+    metrics = run_experiment(cfg, tmp_path / "run")
+    log = pd.read_csv(tmp_path / "run" / "train_log.csv")
+    for term in TERMS[method]:
+        assert log[log.stage == 2][f"loss_{term}"].max() > 0, term
+    final = metrics[metrics.stage == 2].set_index(["eval_domain", "metric"]).value
+    run = load_run(tmp_path / "run")
+    for domain in ("med", "legal"):
+        values = run.evaluate(domain)
+        assert values["accuracy"] == final[(domain, "accuracy")]
+        assert values["holdout_nll"] == pytest.approx(final[(domain, "holdout_nll")], abs=1e-6)
+
+
+# A real SIGKILL through the CLI (about 20 s): for EWC, the method with the most saved state;
+# the in-process interruption above covers every method.
+@pytest.mark.parametrize("method", ["ewc"])
+def test_run_killed_mid_stage_resumes_to_the_uninterrupted_result(
+    local_domains, tmp_path: Path, method: str
+) -> None:
+    from tests.test_cli import _tiny_overrides
+    from tests.test_reliability import _cli
+    from tests.test_reliability import _comparable as comparable
+
+    args = [*_tiny_overrides(local_domains), "train.steps=3", f"method={method}",
+            *SETTINGS[method]]  # fmt: skip
+    cache = tmp_path / "cache"
+    reference, run_dir = tmp_path / "reference", tmp_path / "killed"
+    assert _cli([*args, f"hydra.run.dir={reference}"], cache).returncode == 0
+    killed = _cli([*args, f"hydra.run.dir={run_dir}"], cache, killer=["step", "5"])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _cli([*args, f"hydra.run.dir={run_dir}"], cache)
+    assert resumed.returncode == 0 and "Resuming" in resumed.stdout, resumed.stderr[-2000:]
+    pd.testing.assert_frame_equal(comparable(run_dir), comparable(reference))
+    logs = [pd.read_csv(d / "train_log.csv") for d in (run_dir, reference)]
+    pd.testing.assert_frame_equal(*logs)
