@@ -26,7 +26,7 @@ from continual.recipe import run_experiment
 from continual.train.loop import response_logits, train_stage
 from tests.conftest import compose_config
 
-BASELINES = ("replay", "ewc", "lwf", "olora")
+BASELINES = ("replay", "ewc", "lwf", "olora", "joint")
 
 
 def _cfg(method: str, *overrides: str):
@@ -128,6 +128,18 @@ def test_replay_refuses_a_sequence_of_text_and_pairs(tmp_path) -> None:
     data = {"a": _domain(_text(100)), "b": _domain(EncodedPairs([[1]], [[2]], 0), "pairs")}
     with pytest.raises(ConfigError, match="text and pairs"):
         _method(tmp_path, "replay", data)
+
+
+def test_joint_batches_see_every_domain_in_every_stage(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(_text(200)), "c": _domain(_text(300)),
+            "general": _domain(TextBlocks(torch.empty(0, 8, dtype=torch.long)))}  # fmt: skip
+    _, _, method, _ = _method(tmp_path, "joint", data, "train.batch_size=6")
+    for stage, domain in [(1, "a"), (3, "c")]:
+        mixed = method.training_set(stage, domain)
+        assert len(mixed) == 6  # epochs count the stage's own domain, as in the chain
+        for _ in range(5):
+            rows = mixed.batch(torch.arange(6))["input_ids"][:, 0]
+            assert sorted((rows // 100).tolist()) == [1, 1, 2, 2, 3, 3]
 
 
 # --- EWC -------------------------------------------------------------------------------------
@@ -356,8 +368,9 @@ SETTINGS = {
     "ewc": ["method.ewc.fisher_batches=2", "method.ewc.weight=100"],
     "lwf": [],
     "olora": ["method.olora.lambda_l2=0.01"],
+    "joint": [],
 }
-TERMS = {"replay": [], "ewc": ["ewc"], "lwf": ["lwf"], "olora": ["orth", "l2"]}
+TERMS = {"replay": [], "ewc": ["ewc"], "lwf": ["lwf"], "olora": ["orth", "l2"], "joint": []}
 
 
 def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:

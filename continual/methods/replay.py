@@ -22,6 +22,19 @@ MEMORY_FILE = "replay_memory.json"
 _MEMORY_SEED, _MIX_SEED = 7919, 104729  # offsets from the stage seed: own streams of numbers
 
 
+def one_kind(method: str, data: Mapping[str, Any]) -> None:
+    """Refuse a sequence whose trained domains mix text and pairs: their batches cannot be
+    mixed (a text block's loss counts every token, a pair's only its response)."""
+    kinds = {d.kind for d in data.values() if len(d.training_set())}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"method={method} mixes several domains into each batch, but this sequence has "
+            "text and pairs domains, whose batches cannot be mixed (a text block's loss counts "
+            "every token, a pair's only its response); use a sequence of one kind, or "
+            "method=lora / ewc / lwf."
+        )
+
+
 def choose_memory(n_items: int, size: int, generator: torch.Generator) -> list[int]:
     """``min(size, n_items)`` distinct item indices drawn uniformly (sorted)."""
     return sorted(torch.randperm(n_items, generator=generator)[:size].tolist())
@@ -93,14 +106,7 @@ class ReplayLoRA(SequentialLoRA):
 
     def bind(self, data: Mapping[str, Any], device: torch.device, train: Any, seed: int) -> None:
         super().bind(data, device, train, seed)
-        kinds = {d.kind for d in data.values() if len(d.training_set())}
-        if len(kinds) > 1:
-            raise ConfigError(
-                f"method={self.name} mixes earlier domains into each batch, but this sequence "
-                "has text and pairs domains, whose batches cannot be mixed (a text block's loss "
-                "counts every token, a pair's only its response); use a sequence of one kind, "
-                "or method=lora / ewc / lwf."
-            )
+        one_kind(self.name, data)
 
     def n_memory_rows(self) -> int:
         """Memory rows per batch: ``round(replay_ratio * train.batch_size)``."""
