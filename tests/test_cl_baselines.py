@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 from peft.tuners.lora import LoraLayer
 
 from continual.data.domain import TextBlocks
@@ -23,8 +24,9 @@ from continual.methods.olora import orthogonality_loss, owned
 from continual.methods.replay import ReplayMix
 from continual.models.loading import load_model
 from continual.recipe import run_experiment
-from continual.train.loop import response_logits, train_stage
+from continual.train.loop import NumericalError, StepRecord, response_logits, train_stage
 from tests.conftest import compose_config
+from tests.test_train_loop import TinyLM
 
 BASELINES = ("replay", "ewc", "lwf", "olora", "joint")
 
@@ -53,6 +55,66 @@ def _method(tmp_path: Path, method: str, data: dict, *overrides: str):
     model = built.setup(loaded.model)
     built.bind(data, loaded.device, cfg.train, int(cfg.seed))
     return cfg, loaded, built, model
+
+
+# --- the hooks in the training loop ----------------------------------------------------------
+
+
+class LogitsLM(TinyLM):
+    """The loop test's model, also returning the logits (as a transformers causal LM)."""
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+        h = self.embed(input_ids[:, :-1])
+        prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+        logits = self.head(torch.tanh(self.mix(torch.cat([h, prev], dim=-1))))
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
+        # the loop passes logits[:, :-1] as the positions with targets: pad one position
+        return SimpleNamespace(loss=loss, logits=torch.cat([logits, logits[:, -1:]], dim=1))
+
+
+@pytest.mark.parametrize("micro", [1, 3, 8])
+def test_extra_terms_are_batch_means_for_any_micro_batch_and_are_logged(micro: int) -> None:
+    def terms(batch, logits, targets):
+        assert logits.shape[:2] == targets.shape and torch.equal(targets, batch["input_ids"][:, 1:])
+        weight = next(model.head.parameters())
+        return {"sq": logits.square().mean(), "l2": 0.1 * weight.square().sum()}
+
+    results = []
+    for size in (8, micro):
+        model = LogitsLM()
+        params = [p for p in model.parameters() if p.requires_grad]
+        cfg = OmegaConf.create({"steps": 2, "batch_size": 8, "micro_batch_size": size, "lr": 1e-2,
+                                "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "constant",
+                                "max_grad_norm": 0.0})  # fmt: skip
+        blocks = TextBlocks(
+            torch.randint(0, 32, (16, 12), generator=torch.Generator().manual_seed(0))
+        )
+        records = train_stage(model, [{"params": params}], blocks, cfg, torch.device("cpu"),
+                              torch.Generator().manual_seed(0), extra_losses=terms)  # fmt: skip
+        results.append((records, torch.cat([p.detach().flatten() for p in params])))
+    (whole, flat), (split, flat_split) = results
+    torch.testing.assert_close(flat_split, flat)
+    for a, b in zip(whole, split, strict=True):
+        assert set(a.terms) == {"sq", "l2"}
+        assert a.terms["sq"] == pytest.approx(b.terms["sq"]) and a.terms["l2"] == pytest.approx(
+            b.terms["l2"]
+        )
+        row = a.row()
+        assert row["loss_sq"] == a.terms["sq"] and "terms" not in row
+        assert row["loss_total"] == pytest.approx(a.loss + a.terms["sq"] + a.terms["l2"])
+    assert "loss_total" not in StepRecord(1, 1.0, 1.0, 1e-3).row()
+
+
+def test_a_non_finite_extra_term_stops_the_stage() -> None:
+    model = LogitsLM()
+    cfg = OmegaConf.create({"steps": 1, "batch_size": 4, "micro_batch_size": 4, "lr": 1e-2,
+                            "weight_decay": 0.0, "warmup_steps": 0, "scheduler": "constant",
+                            "max_grad_norm": 1.0})  # fmt: skip
+    blocks = TextBlocks(torch.randint(0, 32, (4, 12), generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(NumericalError, match="non-finite loss"):
+        train_stage(model, [{"params": list(model.parameters())}], blocks, cfg,
+                    torch.device("cpu"), torch.Generator().manual_seed(0),
+                    extra_losses=lambda b, lg, t: {"bad": torch.tensor(float("nan"))})  # fmt: skip
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -90,6 +152,15 @@ def test_replay_pads_pairs_of_different_widths_without_loss_on_padding() -> None
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0], [1] * 6]
     assert batch["labels"].tolist() == [[IGNORE, IGNORE, 7] + [IGNORE] * 3,
                                         [IGNORE] * 4 + [12, 13]]  # fmt: skip
+
+
+def test_replay_ratio_that_rounds_to_no_row_is_refused(tmp_path) -> None:
+    data = {"a": _domain(_text(100))}
+    with pytest.raises(ConfigError, match="rounds to no memory row"):
+        _method(tmp_path, "replay", data, "method.replay.replay_ratio=0.1", "train.batch_size=4")
+    _, _, method, _ = _method(tmp_path, "replay", data, "method.replay.replay_ratio=0.125",
+                              "train.batch_size=4")  # fmt: skip
+    assert method.n_memory_rows() == 1  # half up
 
 
 def test_replay_memory_survives_save_and_load(tmp_path) -> None:

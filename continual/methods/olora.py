@@ -24,14 +24,17 @@ def owned(name: str, adapter: str) -> bool:
     return f"lora_A.{adapter}." in name or f"lora_B.{adapter}." in name
 
 
-def lora_pairs(model: torch.nn.Module, new: str, earlier: list[str]) -> list[tuple[Any, Any]]:
+def lora_pairs(
+    model: torch.nn.Module, new: str, earlier: list[str]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per LoRA layer, ``(A_new, A_i)`` for every earlier adapter i: the ``lora_A`` weights
     (shape ``r x d_in``) of the new adapter and of adapter i."""
     pairs = []
     for module in model.modules():
         if isinstance(module, LoraLayer) and new in module.lora_A:
             for name in earlier:
-                pairs.append((module.lora_A[new].weight, module.lora_A[name].weight))
+                if name in module.lora_A:
+                    pairs.append((module.lora_A[new].weight, module.lora_A[name].weight))
     return pairs
 
 

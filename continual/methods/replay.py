@@ -5,6 +5,7 @@ Learning"; Rolnick et al. 2019, "Experience Replay for Continual Learning")."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +108,16 @@ class ReplayLoRA(SequentialLoRA):
     def bind(self, data: Mapping[str, Any], device: torch.device, train: Any, seed: int) -> None:
         super().bind(data, device, train, seed)
         one_kind(self.name, data)
+        if self.replay_ratio > 0 and self.n_memory_rows() == 0:
+            raise ConfigError(
+                f"method.replay.replay_ratio={self.replay_ratio} of train.batch_size="
+                f"{train.batch_size} rounds to no memory row per batch; raise the ratio (to at "
+                f"least {0.5 / int(train.batch_size):.3g}) or the batch size, or set it to 0."
+            )
 
     def n_memory_rows(self) -> int:
-        """Memory rows per batch: ``round(replay_ratio * train.batch_size)``."""
-        return round(self.replay_ratio * int(self.train_cfg.batch_size))
+        """Memory rows per batch: ``replay_ratio * train.batch_size``, rounded half up."""
+        return math.floor(self.replay_ratio * int(self.train_cfg.batch_size) + 0.5)
 
     def training_set(self, stage: int, domain: str) -> TrainingSet:
         own = super().training_set(stage, domain)
