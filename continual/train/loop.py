@@ -194,6 +194,7 @@ def _accumulate(
                 scaled = scaled if extra is None else scaled + extra
             scaled.backward()
             loss_sum += float(out.loss.detach()) * len(chunk)
+            del out  # its logits must not live on into the next micro-batch's forward
         return loss_sum / len(ids)
     n_targets = int((batch["labels"][:, 1:] != IGNORE).sum())
     total = 0.0
