@@ -53,8 +53,11 @@ __all__ = [
     "trained_order",
 ]
 
-# Preferred display order of the protocols; any other method follows alphabetically.
-METHOD_ORDER = ["lora", "frozen_lora", "crma", "modular_crma"]
+# Preferred display order of the protocols (the baselines between the LoRA and CRMA ones, the
+# multi-task reference last); any other method follows alphabetically.
+METHOD_ORDER = [
+    "lora", "frozen_lora", "replay", "ewc", "lwf", "olora", "crma", "modular_crma", "joint",
+]  # fmt: skip
 RUN_KEYS = ["sequence", "model", "method", "seed"]
 _PRUNE = {"adapters", "node_modules", "__pycache__"}
 
@@ -278,7 +281,7 @@ def check_unique_runs(metrics: pd.DataFrame) -> None:
 
 
 def method_order(frame: pd.DataFrame) -> list[str]:
-    """Methods present in ``frame``, in display order (lora, frozen_lora, crma, modular_crma);
+    """Methods present in ``frame``, in display order (:data:`METHOD_ORDER`);
     a labelled arm such as ``crma_zclip_default`` sorts with its method (``crma``)."""
 
     def key(name: str) -> tuple[int, str]:
