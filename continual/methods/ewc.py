@@ -137,6 +137,6 @@ class EWCLoRA(SequentialLoRA):
         tensors = load_file(directory / EWC_FILE, device=str(device))
         count = 1 + max((int(key.split("/", 1)[0]) for key in tensors), default=-1)
         self.anchors = [({}, {}) for _ in range(count)]
-        for key, tensor in tensors.items():
+        for key, tensor in tensors.items():  # "<k>/fisher/<name>" and "<k>/anchor/<name>"
             k, part, name = key.split("/", 2)
-            self.anchors[int(k)][part == "anchor"][name] = tensor
+            self.anchors[int(k)][("fisher", "anchor").index(part)][name] = tensor
