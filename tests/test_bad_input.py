@@ -29,7 +29,7 @@ def _run_fails(cfg, tmp_path: Path, error: type[Exception], *needles: str) -> No
     ("override", "options"),
     [
         ("model=gpt5", "smollm2_135m"),
-        ("method=ewc", "modular_crma"),
+        ("method=agem", "modular_crma"),  # (ewc, its earlier example, exists now)
         ("+sequence=med_finance", "med_legal_code"),
     ],
 )
