@@ -136,7 +136,7 @@ class ReplayLoRA(SequentialLoRA):
     def save(self, directory: Path) -> None:
         super().save(directory)
         record = {"memory_size": self.memory_size, "memory": self.memory}
-        (directory / MEMORY_FILE).write_text(json.dumps(record, indent=1))
+        (directory / MEMORY_FILE).write_text(json.dumps(record) + "\n")
 
     def load(self, directory: Path, trained: list[str]) -> None:
         super().load(directory, trained)
