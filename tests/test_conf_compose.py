@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,6 +43,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _job(cfg: DictConfig) -> DictConfig:
     """The config a run sees (without the hydra node), every interpolation resolved; a `???`
     (a value the user must give, e.g. a dataset path) may stay open."""
+    HydraConfig.instance().set_config(cfg)  # `${hydra:...}` resolves as in a run
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     resolved = OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
     return OmegaConf.create(resolved)
@@ -154,9 +156,11 @@ def test_every_experiment_sets_a_sequence_and_a_sweep_of_valid_jobs(name: str) -
     keys = list(sweep)
     for combo in itertools.product(*(sweep[k] for k in keys)):
         overrides = [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
-        run = _job(_compose([f"+experiment={name}", *overrides]))
+        composed = _compose([f"+experiment={name}", *overrides])
+        run = _job(composed)
         for key, value in zip(keys, combo, strict=True):
-            chosen = run[key].name if isinstance(run[key], DictConfig) else run[key]
+            group = (CONF / key).is_dir()
+            chosen = _choice(composed, key) if group else OmegaConf.select(run, key)
             assert str(chosen) == value, (key, chosen, value)
         assert validate_config(run) == _evaluated(run)
 

@@ -142,10 +142,11 @@ def gradient_ratio_section(metrics: pd.DataFrame, reference: str | None = None) 
     table = gradient_ratios(metrics, reference) if reference else pd.DataFrame()
     if table.empty:
         return None
+    who = "naive LoRA's" if reference == "lora" else f"`{reference}`'s"
     out = [
         f"## Gradient norms relative to `{reference}` (paired by seed and stage)",
         "",
-        f"Per stage, a method's gradient-norm statistic over `{reference}`'s in the same seed and "
+        f"Per stage, a method's gradient-norm statistic over {who} in the same seed and "
         "stage; geometric mean ratio and 95% CI (Student-t on the log ratios, n = seeds x "
         "stages). `grad_norm_*` covers all trainable parameters, `grad_norm_lora_*` the LoRA "
         "parameters alone. Vendor-reported for CRMA: peak ratio 0.16-0.61 (39-84% lower).",
