@@ -6,7 +6,9 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -105,3 +107,23 @@ def tiny_cfg(local_domains: dict[str, Path], tmp_path: Path) -> Callable[..., Di
         return cfg
 
     return make
+
+
+def interrupted_then_resumed(cfg: Any, run_dir: Path, monkeypatch: Any) -> pd.DataFrame:
+    """Stop a run after stage 2's training and save (before its commit point), then rerun."""
+    from continual import recipe
+    from continual.recipe import run_experiment
+
+    real, calls = recipe.atomic_write_csv, [0]
+
+    def interrupted(path: Path, frame: pd.DataFrame) -> None:
+        calls[0] += 1
+        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
+            raise KeyboardInterrupt
+        real(path, frame)
+
+    monkeypatch.setattr(recipe, "atomic_write_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, run_dir)
+    monkeypatch.setattr(recipe, "atomic_write_csv", real)
+    return run_experiment(cfg, run_dir)

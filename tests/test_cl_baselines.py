@@ -25,7 +25,7 @@ from continual.methods.replay import ReplayMix
 from continual.models.loading import load_model
 from continual.recipe import run_experiment
 from continual.train.loop import NumericalError, StepRecord, response_logits, train_stage
-from tests.conftest import compose_config
+from tests.conftest import compose_config, interrupted_then_resumed
 from tests.test_train_loop import TinyLM
 
 BASELINES = ("replay", "ewc", "lwf", "olora", "joint")
@@ -449,25 +449,6 @@ def _comparable(metrics: pd.DataFrame) -> pd.DataFrame:
     return kept.sort_values(["stage", "eval_domain", "metric"]).reset_index(drop=True)
 
 
-def _interrupted_then_resumed(cfg, run_dir: Path, monkeypatch) -> pd.DataFrame:
-    """Stop a run after stage 2's training and save (before its commit point), then rerun."""
-    from continual import recipe
-
-    real, calls = recipe.atomic_write_csv, [0]
-
-    def interrupted(path: Path, frame: pd.DataFrame) -> None:
-        calls[0] += 1
-        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
-            raise KeyboardInterrupt
-        real(path, frame)
-
-    monkeypatch.setattr(recipe, "atomic_write_csv", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, run_dir)
-    monkeypatch.setattr(recipe, "atomic_write_csv", real)
-    return run_experiment(cfg, run_dir)
-
-
 @pytest.mark.parametrize("method", BASELINES)
 def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
     tiny_cfg, tmp_path: Path, monkeypatch, method: str
@@ -492,7 +473,7 @@ def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
     for domain, value in zip(final.eval_domain, final.value, strict=True):
         assert run.holdout_nll(domain) == pytest.approx(value, abs=1e-6), domain
 
-    resumed = _interrupted_then_resumed(cfg, tmp_path / "cut", monkeypatch)
+    resumed = interrupted_then_resumed(cfg, tmp_path / "cut", monkeypatch)
     pd.testing.assert_frame_equal(_comparable(full), _comparable(resumed))
     again = pd.read_csv(tmp_path / "cut" / "train_log.csv")
     pd.testing.assert_frame_equal(log, again)

@@ -18,7 +18,7 @@ from continual.eval.pairs import choice_logliks, normalise_answer, response_nll
 from continual.models.loading import byte_tokenizer
 from continual.recipe import run_experiment
 from continual.train.loop import _accumulate, response_logits, stage_steps
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, interrupted_then_resumed
 
 CHATML = (
     "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '<|end|>' }}{% endfor %}"
@@ -259,23 +259,10 @@ def test_text_then_pairs_chain(tmp_path: Path) -> None:
 
 
 def test_interrupted_pairs_chain_resumes_to_the_same_result(tmp_path: Path, monkeypatch) -> None:
-    from continual import recipe
 
     cfg = compose_config([*PAIRS_TINY, "+sequence=pairs_med_legal_code", "eval.prompted_k=0"])
     full = run_experiment(cfg, tmp_path / "full")
-    real, calls = recipe.atomic_write_csv, [0]
-
-    def interrupted(path: Path, frame: pd.DataFrame) -> None:
-        calls[0] += 1
-        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
-            raise KeyboardInterrupt
-        real(path, frame)
-
-    monkeypatch.setattr(recipe, "atomic_write_csv", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, tmp_path / "cut")
-    monkeypatch.setattr(recipe, "atomic_write_csv", real)
-    resumed = run_experiment(cfg, tmp_path / "cut")
+    resumed = interrupted_then_resumed(cfg, tmp_path / "cut", monkeypatch)
 
     def comparable(m: pd.DataFrame) -> pd.DataFrame:
         kept = m[m.metric != "stage_seconds"].drop(columns="run")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
 from continual.errors import ConfigError
@@ -106,11 +105,6 @@ class OLoRA(PerDomainLoRA):
         return {"orth": self.lambda_orth * orth.to(logits.device), "l2": self.lambda_l2 * l2}
 
     def load(self, directory: Path, trained: list[str]) -> None:
-        for domain in trained:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(directory / domain, domain, is_trainable=False)
-            else:
-                self.model = PeftModel.from_pretrained(self.base, directory / domain, domain)
-        self.trained = list(trained)
+        super().load(directory, trained)
         self.current = None
         self.activate(self.trained)
