@@ -5,7 +5,8 @@
 The rule (conf/experiment/crma_comparison.yaml, fixed before round 1): among the round-1 arms
 (``<method>_<clipping>_default``), the two with the lowest mean ``avg_forgetting_pct`` after the
 last stage over the seeds every arm finished. Prints the per-arm table and the round-2 command;
-arms that differ in clipping as well as method need two commands (one per clipping mode).
+arms that differ in clipping as well as method need two commands (one per clipping mode; ZClip
+arms run without the fixed cap, as in round 1).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def round2_commands(best: list[str]) -> list[str]:
     return [
         f"python -m continual.run -m +experiment=crma_comparison method={','.join(methods)} "
         f"train.clipping={clipping} method.lora.init=pissa"
+        + (" train.max_grad_norm=0" if clipping == "zclip" else "")
         for clipping, methods in by_clip.items()
     ]
 
