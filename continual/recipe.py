@@ -121,6 +121,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     names = validate_config(cfg)
     method = build_method(cfg.method)
     order = list(cfg.sequence.order)
+    stages = method.stages(order)  # one per domain, unless the method trains otherwise
     run_dir = Path(run_dir)
     ensure_writable(run_dir)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
@@ -128,7 +129,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     done = progress["completed_stage"]
     if done:
         _check_same_config(run_dir, resolved)
-    if done == len(order) and (run_dir / "metrics.csv").is_file():
+    if done == len(stages) and (run_dir / "forgetting.csv").is_file():  # the summary's last file
         log.info("%s already holds a complete run; nothing to do.", run_dir)
         return pd.read_csv(run_dir / "metrics.csv")
     ids = {
@@ -161,7 +162,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
             rows = pd.read_csv(run_dir / "metrics.csv").query("stage <= @done").to_dict("records")
             past = pd.read_csv(run_dir / "train_log.csv").query("stage <= @done")
             log_rows = past.to_dict("records")
-            method.load(run_dir / "adapters" / f"stage{done}_{order[done - 1]}", order[:done])
+            method.load(run_dir / "adapters" / f"stage{done}_{stages[done - 1]}", stages[:done])
         else:
             values = evaluate_all(
                 method, model, data, cfg, loaded.device, 0, loaded.tokenizer, tasks_dir
@@ -175,7 +176,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
             rows, log_rows = tidy_rows(ids, 0, "base", values), []
             logger.log_eval(0, "base", values)
             atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
-        for stage, domain in enumerate(order, start=1):
+        for stage, domain in enumerate(stages, start=1):
             if stage > done:
                 stage_rows, stage_log = run_stage(
                     cfg, run_dir, ids, stage, domain, method, model, data, loaded, logger,
@@ -186,9 +187,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
                 atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
                 atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
                 atomic_write_json(
-                    run_dir / "progress.json", {"completed_stage": stage, "trained": order[:stage]}
+                    run_dir / "progress.json", {"completed_stage": stage, "trained": stages[:stage]}
                 )
-        metrics, matrix, forgetting, summary = summarise(cfg, ids, rows)
+        metrics, matrix, forgetting, summary = summarise(cfg, ids, rows, stages)
         atomic_write_csv(run_dir / "metrics.csv", metrics)
         atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
         atomic_write_csv(run_dir / "forgetting.csv", forgetting)
@@ -213,7 +214,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     )
     atomic_write_json(run_dir / "run_info.json", info)
     logger.finish("complete")
-    log_report(metrics, matrix, forgetting, order)
+    log_report(metrics, matrix, forgetting, stages, order)
     return metrics
 
 
@@ -225,7 +226,7 @@ def run_stage(
     """Train one stage, save its adapters, evaluate every domain; returns (metric rows, steps).
     ``offset``: optimizer steps taken by the earlier stages (for the global step count)."""
     t0, device = time.perf_counter(), loaded.device
-    label = f"stage {stage}/{len(cfg.sequence.order)} {domain}"
+    label = f"stage {stage}/{len(method.stages(list(cfg.sequence.order)))} {domain}"
     seed = stage_seed(int(cfg.seed), stage)
     seed_everything(seed)
     method.before_stage(stage, domain)
@@ -234,6 +235,7 @@ def run_stage(
     records = train_stage(
         model, groups, method.training_set(stage, domain), cfg.train, device,
         torch.Generator().manual_seed(seed), desc=label, extra_losses=method.extra_losses,
+        steps=method.stage_steps(stage, domain),
     )  # fmt: skip
     method.after_stage(stage, domain)
     adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
@@ -261,52 +263,74 @@ def run_stage(
 
 
 def summarise(
-    cfg: DictConfig, ids: dict[str, Any], rows: list[dict[str, Any]]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Append the chain's summary metrics (at the last stage) to the rows; build the tables."""
+    cfg: DictConfig, ids: dict[str, Any], rows: list[dict[str, Any]],
+    stages: list[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, float]]:  # fmt: skip
+    """Append the run's summary metrics (at the last stage) to the rows; build the tables.
+
+    ``stages``: the trained stages (default: the sequence, one stage per domain, a chain). A
+    run whose stages are not its domains one by one (``joint``) is no chain: its summary is
+    :func:`continual.metrics.multitask_summary` (no forgetting, BWT or FWT) and its forgetting
+    table is empty."""
     order = list(cfg.sequence.order)
+    stages = order if stages is None else list(stages)
+    chain = stages == order
     table = pd.DataFrame(rows)
     matrix = loss_matrix(table)
     matrix = matrix[order + [d for d in matrix.columns if d not in order]]
-    summary = clm.summary_metrics(matrix, order, general=cfg.eval.get("general_domain"))
+    general = cfg.eval.get("general_domain")
+    if chain:
+        summary = clm.summary_metrics(matrix, order, general=general)
+    else:
+        summary = clm.multitask_summary(matrix, order, general=general)
+    own_stage = {d: (order.index(d) + 1 if chain else len(stages)) for d in order}
     prompted = loss_matrix(table, metric="prompted_nll")
     for domain in prompted.columns:  # < 0: fine-tuning beat prompting the base model
-        trained_at = order.index(domain) + 1
-        gap = matrix.loc[trained_at, domain] - prompted.loc[0, domain]
+        gap = matrix.loc[own_stage[domain], domain] - prompted.loc[0, domain]
         summary[f"{PROMPTED_GAP}/{domain}"] = float(gap)
     bypass = loss_matrix(table, metric="crma_bypass_nll")
     if not bypass.empty:
         summary.update(bypass_summary(bypass, order, float(cfg.eval.get("crma_inert_nats", 0.01))))
     accuracy = loss_matrix(table, metric="accuracy")
     if not accuracy.empty:
-        summary.update(clm.accuracy_summary(accuracy, order))
+        if chain:
+            summary.update(clm.accuracy_summary(accuracy, order))
+        else:
+            summary.update(clm.multitask_accuracy_summary(accuracy, order))
         prompted_acc = loss_matrix(table, metric="prompted_accuracy")
         for domain in prompted_acc.columns:  # > 0: fine-tuning beat prompting the base model
-            gap = accuracy.loc[order.index(domain) + 1, domain] - prompted_acc.loc[0, domain]
+            gap = accuracy.loc[own_stage[domain], domain] - prompted_acc.loc[0, domain]
             summary[f"{PROMPTED_ACC_GAP}/{domain}"] = float(100.0 * gap)
     extra = [
         {
             **ids,
-            "stage": len(order),
-            "stage_domain": order[-1],
+            "stage": len(stages),
+            "stage_domain": stages[-1],
             "eval_domain": key.split("/")[1] if "/" in key else "all",
             "metric": key.split("/")[0],
             "value": float(value),
         }  # fmt: skip
         for key, value in summary.items()
     ]
-    extra += retention_rows(cfg, ids, table, matrix)
-    return pd.DataFrame(rows + extra), matrix, clm.forgetting_table(matrix, order), summary
+    extra += retention_rows(cfg, ids, table, matrix, stages)
+    if chain:
+        forgetting = clm.forgetting_table(matrix, order)
+    else:
+        forgetting = pd.DataFrame(columns=clm.FORGETTING_TABLE_COLUMNS)
+    metrics = pd.DataFrame(rows + extra).drop_duplicates()  # resumed after a summary: once
+    return metrics, matrix, forgetting, summary
 
 
 def retention_rows(
-    cfg: DictConfig, ids: dict[str, Any], table: pd.DataFrame, matrix: pd.DataFrame
-) -> list[dict[str, Any]]:
+    cfg: DictConfig, ids: dict[str, Any], table: pd.DataFrame, matrix: pd.DataFrame,
+    stages: list[str] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     """General capability after every stage, relative to the base (stage 0), in %:
     ``retention_pct`` of the general holdout loss (positive = worse) and
-    ``lm_eval_retention_pct/<metric>`` of each extra lm-eval task (same sign as its metric)."""
-    order = list(cfg.sequence.order)
-    trained = {0: "base", **{i + 1: d for i, d in enumerate(order)}}
+    ``lm_eval_retention_pct/<metric>`` of each extra lm-eval task (same sign as its metric).
+    ``stages``: the trained stages (default: the sequence's domains)."""
+    stages = list(cfg.sequence.order) if stages is None else stages
+    trained = {0: "base", **{i + 1: d for i, d in enumerate(stages)}}
     out = []
     general = cfg.eval.get("general_domain")
     if general and general in matrix.columns:
@@ -315,6 +339,7 @@ def retention_rows(
                         "eval_domain": general, "metric": "retention_pct",
                         "value": float(value)})  # fmt: skip
     tasks = table[table["eval_domain"].isin(list(cfg.eval.lm_eval_tasks or []))]
+    tasks = tasks[tasks["metric"].str.startswith("lm_eval/")]  # not a resumed summary's rows
     for (task, metric), group in tasks.groupby(["eval_domain", "metric"]):
         base = group.loc[group["stage"] == 0, "value"]
         if base.empty or base.iloc[0] == 0:
@@ -328,11 +353,13 @@ def retention_rows(
 
 
 def log_report(
-    metrics: pd.DataFrame, matrix: pd.DataFrame, forgetting: pd.DataFrame, order: list[str]
-) -> None:
-    """Log the stage x domain holdout-loss matrix, the accuracy matrix of pairs domains and
-    the forgetting tables."""
-    labels = ["base"] + [f"after {d}" for d in order]
+    metrics: pd.DataFrame, matrix: pd.DataFrame, forgetting: pd.DataFrame, stages: list[str],
+    order: list[str] | None = None,
+) -> None:  # fmt: skip
+    """Log the stage x domain holdout-loss matrix, the accuracy matrix of pairs domains and the
+    forgetting tables (a chain's; ``order``: the sequence, default ``stages``)."""
+    order = stages if order is None else order
+    labels = ["base"] + [f"after {d}" for d in stages]
     shown = matrix.copy()
     shown.index = labels
     shown.index.name = "holdout NLL"
@@ -341,18 +368,22 @@ def log_report(
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
         if not accuracy.empty:
-            table = clm.accuracy_forgetting_table(accuracy, order)
+            table = clm.accuracy_forgetting_table(accuracy, order) if stages == order else None
             accuracy.index = labels
             accuracy.index.name = "accuracy"
             log.info("Stage x domain task accuracy (pairs domains):\n%s", accuracy.to_string())
+            if table is not None:
+                log.info(
+                    "Accuracy forgetting (points and %% of the accuracy after the own stage):\n%s",
+                    table.to_string(index=False),
+                )
+        if stages == order:
             log.info(
-                "Accuracy forgetting (points and %% of the accuracy after the own stage):\n%s",
-                table.to_string(index=False),
+                "Forgetting (final stage vs right after the domain's own stage):\n%s",
+                forgetting.to_string(index=False),
             )
-        log.info(
-            "Forgetting (final stage vs right after the domain's own stage):\n%s",
-            forgetting.to_string(index=False),
-        )
+        else:
+            log.info("One multi-task stage (%s): a reference, no forgetting.", stages[-1])
         bypass = loss_matrix(metrics, metric="crma_bypass_nll")
         if not bypass.empty:
             bypass = bypass[order + [d for d in bypass.columns if d not in order]]

@@ -85,14 +85,14 @@ def load_run(run_dir: str | Path, stage: int | None = None) -> LoadedRun:
     stage = done if stage is None else stage
     if not 0 <= stage <= done:
         raise ConfigError(f"{run_dir} finished stages 0..{done}; stage {stage} is not available")
-    order = list(cfg.sequence.order)
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     method = build_method(cfg.method)
+    stages = method.stages(list(cfg.sequence.order))
     seed_everything(stage_seed(int(cfg.seed), 0))  # as the run did: a seeded init (PiSSA's
     model = method.setup(loaded.model)  # randomized SVD) rebuilds the same residual base
     if stage:
-        directory = run_dir / "adapters" / f"stage{stage}_{order[stage - 1]}"
+        directory = run_dir / "adapters" / f"stage{stage}_{stages[stage - 1]}"
         check_adapter_kind(directory, "crma" if "crma" in cfg.method else "lora")
-        method.load(directory, order[:stage])
+        method.load(directory, stages[:stage])
         model = method.model
     return LoadedRun(cfg=cfg, loaded=loaded, method=method, model=model, stage=stage)

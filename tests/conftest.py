@@ -109,8 +109,11 @@ def tiny_cfg(local_domains: dict[str, Path], tmp_path: Path) -> Callable[..., Di
     return make
 
 
-def interrupted_then_resumed(cfg: Any, run_dir: Path, monkeypatch: Any) -> pd.DataFrame:
-    """Stop a run after stage 2's training and save (before its commit point), then rerun."""
+def interrupted_then_resumed(
+    cfg: Any, run_dir: Path, monkeypatch: Any, at: int = 4
+) -> pd.DataFrame:
+    """Stop a run at its ``at``-th CSV write, then rerun. The default, 4: after stage 2's
+    training and save, before its commit point (of a one-stage run: the summary's write)."""
     from continual import recipe
     from continual.recipe import run_experiment
 
@@ -118,7 +121,7 @@ def interrupted_then_resumed(cfg: Any, run_dir: Path, monkeypatch: Any) -> pd.Da
 
     def interrupted(path: Path, frame: pd.DataFrame) -> None:
         calls[0] += 1
-        if calls[0] == 4:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
+        if calls[0] == at:  # metrics(stage 0), log+metrics(stage 1), then log(stage 2)
             raise KeyboardInterrupt
         real(path, frame)
 

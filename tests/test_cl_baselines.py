@@ -201,16 +201,19 @@ def test_replay_refuses_a_sequence_of_text_and_pairs(tmp_path) -> None:
         _method(tmp_path, "replay", data)
 
 
-def test_joint_batches_see_every_domain_in_every_stage(tmp_path) -> None:
-    data = {"a": _domain(_text(100)), "b": _domain(_text(200)), "c": _domain(_text(300)),
+def test_joint_is_one_stage_on_every_domain_for_the_chain_steps(tmp_path) -> None:
+    data = {"a": _domain(_text(100)), "b": _domain(_text(200, n=10)), "c": _domain(_text(300)),
             "general": _domain(TextBlocks(torch.empty(0, 8, dtype=torch.long)))}  # fmt: skip
     _, _, method, _ = _method(tmp_path, "joint", data, "train.batch_size=6")
-    for stage, domain in [(1, "a"), (3, "c")]:
-        mixed = method.training_set(stage, domain)
-        assert len(mixed) == 6  # epochs count the stage's own domain, as in the chain
-        for _ in range(5):
-            rows = mixed.batch(torch.arange(6))["input_ids"][:, 0]
-            assert sorted((rows // 100).tolist()) == [1, 1, 2, 2, 3, 3]
+    assert method.stages(["a", "b", "c"]) == ["joint"]
+    assert method.stage_steps(1, "joint") == 3 * 2  # train.steps=2 per domain of the chain
+    mixed = method.training_set(1, "joint")
+    assert len(mixed) == 6 + 10 + 6  # the loop's epochs count every domain's items
+    for _ in range(5):
+        rows = mixed.batch(torch.arange(6))["input_ids"][:, 0]
+        assert sorted((rows // 100).tolist()) == [1, 1, 2, 2, 3, 3]  # balanced, general left out
+    _, _, by_epochs, _ = _method(tmp_path, "joint", data, "train.epochs=2", "train.batch_size=4")
+    assert by_epochs.stage_steps(1, "joint") == 3 + 5 + 3  # ceil(2 * n / 4) per domain, summed
 
 
 # --- EWC -------------------------------------------------------------------------------------
@@ -468,7 +471,7 @@ def test_text_chain_logs_its_terms_reloads_and_resumes_to_the_same_result(
     else:
         assert not any(c.startswith("loss_") for c in log.columns)
 
-    final = full[(full.stage == 2) & (full.metric == "holdout_nll")]
+    final = full[(full.stage == full.stage.max()) & (full.metric == "holdout_nll")]
     run = load_run(tmp_path / "full")
     for domain, value in zip(final.eval_domain, final.value, strict=True):
         assert run.holdout_nll(domain) == pytest.approx(value, abs=1e-6), domain
@@ -493,7 +496,8 @@ def test_pairs_chain_trains_and_a_reloaded_run_reproduces_its_results(
     log = pd.read_csv(tmp_path / "run" / "train_log.csv")
     for term in TERMS[method]:
         assert log[log.stage == 2][f"loss_{term}"].max() > 0, term
-    final = metrics[metrics.stage == 2].set_index(["eval_domain", "metric"]).value
+    final = metrics[metrics.stage == metrics.stage.max()].set_index(["eval_domain", "metric"])
+    final = final.value
     run = load_run(tmp_path / "run")
     for domain in ("med", "legal"):
         values = run.evaluate(domain)

@@ -22,12 +22,16 @@ from continual.analysis.runs import (  # noqa: F401
     drop_duplicate_runs,
     find_incomplete_runs,
     find_runs,
+    is_reference,
     label_methods,
     load_metrics,
     load_train_logs,
     method_order,
+    method_stage_labels,
+    reference_methods,
     stage_labels,
     trained_order,
+    without_references,
 )
 from continual.analysis.tables import (  # noqa: F401
     GRAD_STATS,

@@ -26,7 +26,12 @@ import pandas as pd
 
 from continual.analysis import accuracy_tables as at
 from continual.analysis.markdown import fmt_ci, fmt_mean_sd, fmt_num, md_table, stage_table
-from continual.analysis.runs import method_order, stage_labels
+from continual.analysis.runs import (
+    method_order,
+    method_stage_labels,
+    reference_methods,
+    stage_labels,
+)
 from continual.analysis.tables import paired_differences
 
 __all__ = [
@@ -74,16 +79,18 @@ def accuracy_matrix_section(metrics: pd.DataFrame) -> str:
         "NLL in the loss tables above is the response-only NLL.",
     ]
     acc = metrics[metrics["metric"] == "accuracy"]
+    references = reference_methods(metrics)
     for method in method_order(acc):
+        own = method_stage_labels(metrics, method) if method in references else labels
         mean, sd = at.accuracy_matrix(metrics, method)
         seeds = sorted(int(s) for s in acc.loc[acc["method"] == method, "seed"].unique())
         out += ["", f"### {method} (n={len(seeds)}; seeds {', '.join(map(str, seeds))})", ""]
-        out.append(stage_table(mean, sd, labels, digits=2))
+        out.append(stage_table(mean, sd, own, digits=2))
         rouge = metrics[(metrics["metric"] == "rougeL") & (metrics["method"] == method)]
         if not rouge.empty:
             mean, sd = at.accuracy_matrix(metrics, method, metric="rougeL")
             out += ["", "ROUGE-L F1 of the generated answers (%, domains with `rouge: true`):", ""]
-            out.append(stage_table(mean, sd, labels, digits=2))
+            out.append(stage_table(mean, sd, own, digits=2))
     return "\n".join(out)
 
 

@@ -6,6 +6,10 @@ Prints, per method and metric, n / mean / sd / 95% Student-t CI over seeds, and 
 of methods the paired per-seed difference (a - b) with its CI. ``--csv DIR`` also writes both
 tables as CSV files.
 
+A multi-task reference (``method=joint``, one stage on every domain) has a row for every
+metric; those that need a chain (forgetting, BWT, FWT) have ``n = 0`` and print ``n/a``, and
+it is left out of their paired differences.
+
 Any final-stage metric of :func:`continual.analysis.tables.run_summaries` can be chosen, e.g.
 ``forgetting_pct/med``, ``acc_bwt`` or ``acc_forgetting_pts/legal``. By default: the loss
 metrics of :data:`DEFAULT_METRICS` and, for runs with ``pairs`` domains, the accuracy metrics of
@@ -80,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(summary.to_string(index=False, float_format="{:.4f}".format))
+        # n/a: no value (e.g. one seed's SD, or a multi-task reference's forgetting, BWT, FWT)
+        print(summary.to_string(index=False, float_format="{:.4f}".format, na_rep="n/a"))
         print("\nPaired differences (a - b, same seeds):")
         print(paired.to_string(index=False, float_format="{:.4f}".format) if len(paired) else
               "  (no pair of methods shares 2+ seeds)")  # fmt: skip

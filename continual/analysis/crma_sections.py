@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from continual.analysis.markdown import fmt_ci, fmt_mean_sd, fmt_num, md_table
-from continual.analysis.runs import method_order
+from continual.analysis.runs import method_order, reference_methods
 from continual.metrics.stats import mean_sd_ci
 
 __all__ = [
@@ -111,16 +111,18 @@ def bypass_section(metrics: pd.DataFrame) -> str | None:
 
 
 def gradient_ratios(metrics: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
-    """Per method (not ``reference``, default :func:`reference_method`) and gradient statistic:
-    ratio to ``reference`` paired by (seed, stage); ``ratio`` = exp(mean log ratio), CI = exp
-    of its Student-t interval."""
+    """Per method (not ``reference``, default :func:`reference_method`, nor a multi-task
+    reference, whose one stage is not a chain's) and gradient statistic: ratio to
+    ``reference`` paired by (seed, stage); ``ratio`` = exp(mean log ratio), CI = exp of its
+    Student-t interval."""
     cols = ["method", "metric", "n", "ratio", "ci_low", "ci_high"]
     rows = []
     reference = reference or reference_method(metrics)
     grad = metrics[metrics["metric"].isin(RATIO_METRICS)]
     ref = grad[grad["method"] == reference].set_index(["metric", "seed", "stage"])["value"]
+    multitask = reference_methods(metrics)
     for method in method_order(grad) if len(grad) else []:
-        if method == reference:
+        if method == reference or method in multitask:
             continue
         own = grad[grad["method"] == method].set_index(["metric", "seed", "stage"])["value"]
         joined = pd.concat([own.rename("a"), ref.rename("b")], axis=1, join="inner").dropna()

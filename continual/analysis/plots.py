@@ -26,7 +26,14 @@ from matplotlib.ticker import FormatStrFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from continual import metrics as clm
-from continual.analysis.runs import check_unique_runs, domain_order, method_order, stage_labels
+from continual.analysis.runs import (
+    check_unique_runs,
+    domain_order,
+    method_order,
+    method_stage_labels,
+    reference_methods,
+    stage_labels,
+)
 from continual.analysis.tables import mean_matrix, stage_summary
 
 __all__ = [
@@ -68,6 +75,8 @@ def plot_forgetting_curves(metrics: pd.DataFrame) -> Figure:
 
     One line per method (mean over seeds, shaded band = ± sample SD); x = stage, labelled with
     the domain trained ("base", "after med", ...); the dotted line marks the domain's own stage.
+    A multi-task reference (``method=joint``, one stage on every domain) is a dashed horizontal
+    line at its final value (mean over seeds), not a curve.
     """
     check_unique_runs(metrics)
     return _stage_curves(metrics, stage_summary(metrics), domain_order(metrics), NLL_LABEL)
@@ -99,6 +108,11 @@ def _stage_curves(
     labels = stage_labels(metrics)
     methods, n_seeds = method_order(metrics), _seed_counts(metrics)
     colors, styles = _colors(methods), _styles(methods)
+    references = reference_methods(metrics)
+    reference_domains = set(
+        metrics.loc[metrics["method"].isin(references) & (metrics["metric"] == "final_loss"),
+                    "eval_domain"]
+    )  # fmt: skip
     trained = {
         lab.removeprefix("after "): k for k, lab in labels.items() if lab.startswith("after ")
     }
@@ -112,6 +126,13 @@ def _stage_curves(
         for m in methods:
             s = summary[(summary["method"] == m) & (summary["eval_domain"] == domain)]
             s = s.sort_values("stage")
+            if m in references:  # its final value across the whole chain
+                if len(s):
+                    y, sd = float(s["mean"].iloc[-1]), float(s["sd"].fillna(0).iloc[-1])
+                    ax.axhline(y, color=colors[m], linestyle="--", linewidth=1.5,
+                               label=f"{m} (multi-task reference, n={n_seeds[m]})")  # fmt: skip
+                    ax.axhspan(y - sd, y + sd, color=colors[m], alpha=0.1, linewidth=0)
+                continue
             x, y, sd = s["stage"].to_numpy(), s["mean"].to_numpy(), s["sd"].fillna(0).to_numpy()
             ax.plot(x, y, **styles[m], label=f"{m} (n={n_seeds[m]})")
             ax.fill_between(x, y - sd, y + sd, color=colors[m], alpha=0.2, linewidth=0)
@@ -119,7 +140,9 @@ def _stage_curves(
             ax.axvline(trained[domain], color="0.5", linestyle=":", linewidth=1)
             ax.set_title(f"{domain} (trained at stage {trained[domain]})")
         else:
-            ax.set_title(f"{domain} (never trained)")
+            multitask = domain in reference_domains
+            ax.set_title(f"{domain} (trained by the reference only)" if multitask else
+                         f"{domain} (never trained)")  # fmt: skip
         ax.set_xticks(stages, [labels[k] for k in stages], rotation=25, ha="right")
         ax.set_xlabel("stage")
         ax.set_ylabel(ylabel)
@@ -137,6 +160,7 @@ def _stage_curves(
 def plot_heatmaps(metrics: pd.DataFrame) -> Figure:
     """Stage x domain mean holdout NLL, one annotated heatmap per method, shared colour scale."""
     methods, n_seeds, labels = method_order(metrics), _seed_counts(metrics), stage_labels(metrics)
+    references = reference_methods(metrics)
     matrices = {m: mean_matrix(metrics, m) for m in methods}
     values = np.concatenate([mean.to_numpy().ravel() for mean, _ in matrices.values()])
     norm = Normalize(np.nanmin(values), np.nanmax(values))
@@ -160,9 +184,10 @@ def plot_heatmaps(metrics: pd.DataFrame) -> Figure:
             color = "white" if norm(v) < 0.55 else "black"
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
         ax.set_xticks(range(mean.shape[1]), list(mean.columns))
-        ax.set_yticks(range(mean.shape[0]), [labels.get(int(k), str(k)) for k in mean.index])
+        own = method_stage_labels(metrics, m) if m in references else labels
+        ax.set_yticks(range(mean.shape[0]), [own.get(int(k), str(k)) for k in mean.index])
         ax.set_xlabel("evaluated domain")
-        ax.set_title(f"{m} (n={n_seeds[m]} seeds)")
+        ax.set_title(f"{m} (n={n_seeds[m]} seeds" + (", reference)" if m in references else ")"))
     for ax in axes[:, 0]:
         ax.set_ylabel("stage")
     for ax in list(axes.flat)[len(methods) :]:
@@ -171,13 +196,14 @@ def plot_heatmaps(metrics: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
+def plot_grad_norms(train_logs: pd.DataFrame, references: Sequence[str] = ()) -> Figure:
     """Global gradient norm per step (log y) and the per-stage peak, per method.
 
     Left: norm vs cumulative optimizer step: thin lines = seeds, thick = mean over seeds;
-    dashed lines mark stage boundaries. Right: each stage's peak norm (mean ± SD over seeds,
-    from :func:`continual.metrics.gradient_stability`); when both ``lora`` and ``crma`` runs are
-    present the title gives CRMA's mean peak relative to LoRA's.
+    dashed lines mark stage boundaries (a chain's). Right: each stage's peak norm (mean ± SD
+    over seeds, from :func:`continual.metrics.gradient_stability`) of the chains, not of the
+    ``references`` (methods whose one stage spans the chain, e.g. ``joint``); when both
+    ``lora`` and ``crma`` runs are present the title gives CRMA's mean peak relative to LoRA's.
     """
     if train_logs.empty:
         raise ValueError("no training logs to plot")
@@ -194,7 +220,9 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
         mean = log.groupby("global_step")["grad_norm"].mean()
         style = {**styles[m], "marker": styles[m]["marker"] if len(mean) <= 60 else None}
         ax.plot(mean.index, mean.to_numpy(), **style, lw=1.8, ms=4, label=f"{m} (n={n})")
-    first = train_logs[train_logs["run_dir"] == train_logs["run_dir"].iloc[0]]
+    chains = train_logs[~train_logs["method"].isin(references)]
+    chains = chains if len(chains) else train_logs
+    first = chains[chains["run_dir"] == chains["run_dir"].iloc[0]]
     starts = first.groupby(["stage", "domain"])["global_step"].agg(["min", "max"]).reset_index()
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     for row in starts.itertuples(index=False):
@@ -225,11 +253,12 @@ def plot_grad_norms(train_logs: pd.DataFrame) -> Figure:
     ]  # fmt: skip
     peaks_df = pd.DataFrame(peaks)
     stages = starts[["stage", "domain"]].drop_duplicates("stage")
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
+    barred = [m for m in methods if m not in references] or methods
+    width = 0.8 / len(barred)
+    for i, m in enumerate(barred):
         p = peaks_df[peaks_df["method"] == m].groupby("stage")["peak"].agg(["mean", "std"])
         p = p.reindex(stages["stage"])
-        x = np.arange(len(stages)) + (i - (len(methods) - 1) / 2) * width
+        x = np.arange(len(stages)) + (i - (len(barred) - 1) / 2) * width
         ax_peak.bar(x, p["mean"], width, yerr=p["std"].fillna(0), color=colors[m], label=m,
                     capsize=3)  # fmt: skip
     ax_peak.set_xticks(range(len(stages)), [f"{s}: {d}" for s, d in stages.itertuples(False)])

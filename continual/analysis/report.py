@@ -52,6 +52,7 @@ from continual.analysis.runs import (
     label_methods,
     load_metrics,
     load_train_logs,
+    reference_methods,
 )
 from continual.analysis.tables import summary_table
 from continual.errors import ContinualError
@@ -88,8 +89,9 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         "forgetting_curves.png": plot_forgetting_curves(metrics),
         "heatmaps.png": plot_heatmaps(metrics),
     }
+    references = reference_methods(metrics)
     if not logs.empty:
-        figures["grad_norms.png"] = plot_grad_norms(logs)
+        figures["grad_norms.png"] = plot_grad_norms(logs, references)
     if has_accuracy(metrics):
         figures["accuracy_curves.png"] = plot_accuracy_curves(metrics)
     for name, fig in figures.items():
@@ -103,13 +105,15 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         sections.lm_eval_section(metrics),
     ]
     crma_depth = [bypass_section(metrics), gradient_ratio_section(metrics)]
+    loss_summary = summary[~summary["metric"].map(is_accuracy_metric).astype(bool)]
     parts = [
         f"# Continual-learning report\n\nSource: `{root}` (generated {stamp} by "
         "`python -m continual.report`). Losses are holdout mean token NLL in nats.",
         sections.runs_section(metrics, incomplete, dropped, root),
         sections.matrix_section(metrics),
         sections.forgetting_section(metrics),
-        sections.summary_section(summary[~summary["metric"].map(is_accuracy_metric).astype(bool)]),
+        sections.summary_section(loss_summary, references),
+        *(section for section in [sections.reference_section(metrics)] if section),
         *accuracy_sections(metrics),
         *(section for section in depth if section),
         sections.gradient_section(metrics),

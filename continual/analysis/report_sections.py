@@ -8,7 +8,8 @@ matrix in nats, ``s(d)`` the stage that trains domain ``d``, ``T`` the last stag
 * forgetting / backbone drift per earlier domain: ``100 (L[T][d] - L[s(d)][d]) / L[s(d)][d]``,
   the delta NLL and max forgetting (Chaudhry et al. 2018) (:func:`forgetting_section`);
 * final-stage summary metrics incl. BWT and FWT (Lopez-Paz & Ranzato 2017)
-  (:func:`summary_section`);
+  (:func:`summary_section`) and, when the runs hold a multi-task reference (``method=joint``),
+  every method beside it at the final stage (:func:`reference_section`);
 * fine-tuning vs the prompted base model, ``L[s(d)][d]`` minus the prompted base NLL
   (:func:`prompted_section`);
 * general-capability retention ``100 (L[k][g] - L[0][g]) / L[0][g]`` (:func:`retention_section`);
@@ -22,6 +23,7 @@ Over seeds: mean, sample SD and two-sided 95% Student-t CI (:mod:`continual.metr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -37,17 +39,24 @@ from continual.analysis.markdown import (
 )
 from continual.analysis.runs import (
     IncompleteRun,
+    domain_order,
     method_order,
+    method_stage_labels,
+    reference_methods,
     run_settings,
     stage_labels,
     trained_order,
+    without_references,
 )
 from continual.analysis.tables import (
     forgetting_summary,
     gradient_summary,
     mean_matrix,
     paired_differences,
+    run_summaries,
 )
+from continual.metrics import ACC_CHAIN_METRICS, CHAIN_METRICS
+from continual.metrics.stats import summarize_runs
 
 __all__ = [
     "PUBLISHED",
@@ -59,6 +68,7 @@ __all__ = [
     "paired_section",
     "prompted_section",
     "published_section",
+    "reference_section",
     "retention_section",
     "runs_section",
     "summary_section",
@@ -92,6 +102,7 @@ PUBLISHED = [
 SETTINGS = ["model.name", "train.steps", "train.epochs", "train.batch_size", "train.block_len",
             "train.lr", "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
             "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit"]  # fmt: skip
+REFERENCE = "multi-task reference"  # how a reference method (method=joint) is marked
 
 
 def runs_section(
@@ -110,9 +121,10 @@ def runs_section(
         rows.append((method, seq, model, len(g), seeds))
     rank = method_order(metrics)
     rows.sort(key=lambda r: rank.index(r[0]) if r[0] in rank else len(rank))
+    chains = without_references(metrics)
     order = {
         seq: " -> ".join(trained_order(g))
-        for seq, g in metrics.groupby("sequence")
+        for seq, g in (chains if len(chains) else metrics).groupby("sequence")
     }  # fmt: skip
     out = [
         "## Runs found",
@@ -123,6 +135,11 @@ def runs_section(
         "",
         "Trained order: " + "; ".join(f"`{s}`: {o}" for s, o in order.items()) + ".",
     ]
+    references = reference_methods(metrics)
+    if references:
+        out += ["", f"{REFERENCE.capitalize()}(s), one stage on every domain at once for the "
+                "chain's total steps (not a chain: no forgetting, BWT or FWT): "
+                + ", ".join(f"`{m}`" for m in references) + "."]  # fmt: skip
     seen = run_settings(runs["run_dir"].tolist(), SETTINGS)
     settings = [f"`{k}={'/'.join(v)}`" for k, v in seen.items() if v]
     if settings:
@@ -149,11 +166,14 @@ def matrix_section(metrics: pd.DataFrame) -> str:
         "Row = after which stage, column = evaluated domain; each domain is scored with the "
         "model the method serves for it. SD is the sample SD (n-1); absent with one seed.",
     ]
+    references = reference_methods(metrics)
     for method in method_order(metrics):
         mean, sd = mean_matrix(metrics, method)
         s = sorted(int(x) for x in seeds[method])
-        out += ["", f"### {method} (n={len(s)}; seeds {', '.join(map(str, s))})", ""]
-        out.append(stage_table(mean, sd, labels))
+        note = f", {REFERENCE}" if method in references else ""
+        out += ["", f"### {method} (n={len(s)}; seeds {', '.join(map(str, s))}{note})", ""]
+        own = method_stage_labels(metrics, method) if method in references else labels
+        out.append(stage_table(mean, sd, own))
     return "\n".join(out)
 
 
@@ -185,35 +205,93 @@ def forgetting_section(metrics: pd.DataFrame) -> str:
             fmt_ci(r.delta_nll_ci_low, r.delta_nll_ci_high, 4),
             fmt_mean_sd(r.max_forgetting_mean, r.max_forgetting_sd, 4),
         ))  # fmt: skip
+    for method in reference_methods(metrics):  # no chain: nothing it could forget
+        n = int(metrics.loc[metrics["method"] == method, "seed"].nunique())
+        rows.append((method, REFERENCE, "—", "", n, *["—"] * 5))
     header = ["method", "quantity", "domain", "trained at stage", "n", "% (mean ± SD)",
               "% 95% CI", "delta NLL, nats (mean ± SD)", "delta NLL 95% CI",
               "max forgetting, nats"]  # fmt: skip
     return "\n".join([*out, md_table(header, rows)])
 
 
-def summary_section(summary: pd.DataFrame) -> str:
+def summary_section(summary: pd.DataFrame, references: Sequence[str] = ()) -> str:
+    """Metric x method table; a ``references`` method's metric that it has no value for
+    (forgetting, BWT, FWT: not computed without a chain) reads ``—``."""
     methods = list(dict.fromkeys(summary["method"]))
     rows = []
     for metric, g in summary.groupby("metric", sort=False):
         by = g.set_index("method")
         d = metric_digits(str(metric))
-        rows.append(
-            [metric]
-            + [
-                fmt_mean_sd(by.at[m, "mean"], by.at[m, "sd"], d) + f" (n={by.at[m, 'n']})"
-                if m in by.index
-                else ""
-                for m in methods
-            ]
-        )
+        cells = []
+        for m in methods:
+            if m in references and (m not in by.index or by.at[m, "n"] == 0):
+                cells.append("—")
+            elif m in by.index:
+                cells.append(
+                    fmt_mean_sd(by.at[m, "mean"], by.at[m, "sd"], d) + f" (n={by.at[m, 'n']})"
+                )
+            else:
+                cells.append("")
+        rows.append([metric, *cells])
+    note = (
+        f" `—`: not computed for a {REFERENCE} (one stage on every domain, no chain)."
+        if references else ""
+    )  # fmt: skip
     return "\n".join([
         "## Final-stage summary metrics (mean ± SD over seeds)",
         "",
         "Units: `*_pct` in %, losses / delta NLL / bwt / fwt / max forgetting in nats; bwt and "
         "fwt keep the literature sign (higher = better, negative bwt = forgetting); `crma_*` "
-        "are the constraint diagnostics after the last stage. 95% CIs are in `summary.csv`.",
+        "are the constraint diagnostics after the last stage. 95% CIs are in `summary.csv`."
+        + note,
         "",
         md_table(["metric", *methods], rows),
+    ])  # fmt: skip
+
+
+def reference_section(metrics: pd.DataFrame) -> str | None:
+    """Every method at the final stage, one row each, beside the multi-task reference(s);
+    ``None`` without a reference run. Cells: mean ± SD over seeds of the final average loss,
+    each trained domain's final loss (nats), the final average accuracy (points, with pairs
+    domains), average forgetting (%), BWT and FWT (nats); ``—`` for a reference's forgetting,
+    BWT and FWT (not computed)."""
+    references = reference_methods(metrics)
+    if not references:
+        return None
+    runs = run_summaries(metrics)
+    present = set(runs["metric"])
+    domains = [d for d in domain_order(metrics) if f"final_loss/{d}" in present]
+    accuracy = ["final_avg_accuracy"] if "final_avg_accuracy" in present else []
+    chain = ["avg_forgetting_pct", "bwt", "fwt"]
+    columns = ["final_avg_loss", *(f"final_loss/{d}" for d in domains), *accuracy, *chain]
+    table = summarize_runs(runs[runs["metric"].isin(columns)], by=["method"])
+    not_computed = set(CHAIN_METRICS) | set(ACC_CHAIN_METRICS)
+    rows = []
+    for method in method_order(metrics):
+        by = table[table["method"] == method].set_index("metric")
+        cells = []
+        for c in columns:
+            if method in references and c in not_computed:
+                cells.append("—")
+            elif c in by.index:
+                digits = 2 if c in ("avg_forgetting_pct", "final_avg_accuracy") else 4
+                cells.append(fmt_mean_sd(by.at[c, "mean"], by.at[c, "sd"], digits))
+            else:
+                cells.append("")
+        n = int(metrics.loc[metrics["method"] == method, "seed"].nunique())
+        name = f"{method} ({REFERENCE})" if method in references else method
+        rows.append([name, n, *cells])
+    header = ["method", "n", "final avg loss", *(f"final {d}" for d in domains),
+              *(["final avg accuracy, pts"] if accuracy else []), "avg forgetting, %", "BWT",
+              "FWT"]  # fmt: skip
+    return "\n".join([
+        "## Methods beside the multi-task reference (final stage, mean ± SD over seeds)",
+        "",
+        f"A {REFERENCE} trains every domain at once, in one stage of the chain's total steps: "
+        "the usual upper bound of a continual chain. Losses in nats (holdout NLL after the last "
+        "stage); forgetting, BWT and FWT need a chain, so they are `—` (not computed) for it.",
+        "",
+        md_table(header, rows),
     ])  # fmt: skip
 
 
@@ -262,10 +340,11 @@ def retention_section(metrics: pd.DataFrame) -> str | None:
     table = et.retention_summary(metrics)
     if table.empty:
         return None
-    labels = stage_labels(metrics)
+    labels, references = stage_labels(metrics), reference_methods(metrics)
     rows = []
     for r in table.itertuples(index=False):
-        d, stage = metric_digits(r.metric), labels.get(int(r.stage), str(r.stage))
+        own = method_stage_labels(metrics, r.method) if r.method in references else labels
+        d, stage = metric_digits(r.metric), own.get(int(r.stage), str(r.stage))
         rows.append((r.method, r.eval_domain, stage, r.metric, r.n,
                      fmt_mean_sd(r.mean, r.sd, d), fmt_ci(r.ci_low, r.ci_high, d)))  # fmt: skip
     return "\n".join([
@@ -284,7 +363,7 @@ def lm_eval_section(metrics: pd.DataFrame) -> str | None:
     methods = set(metrics.loc[metrics["metric"] == et.LM_EVAL_BPB, "method"])
     if not methods:
         return None
-    labels = stage_labels(metrics)
+    labels, references = stage_labels(metrics), reference_methods(metrics)
     out = [
         "## lm-eval holdout perplexity (bits per byte)",
         "",
@@ -297,7 +376,8 @@ def lm_eval_section(metrics: pd.DataFrame) -> str | None:
     for method in [m for m in method_order(metrics) if m in methods]:
         mean, sd = mean_matrix(metrics, method, et.LM_EVAL_BPB)
         n = int(metrics[metrics["method"] == method]["seed"].nunique())
-        out += ["", f"### {method} (n={n})", "", stage_table(mean, sd, labels, digits=4)]
+        own = method_stage_labels(metrics, method) if method in references else labels
+        out += ["", f"### {method} (n={n})", "", stage_table(mean, sd, own, digits=4)]
     forgetting = et.metric_forgetting_summary(metrics, et.LM_EVAL_BPB)
     header = ["method", "domain", "n", "% (mean ± SD)", "% 95% CI", "delta bits/byte (mean ± SD)",
               "delta 95% CI"]  # fmt: skip

@@ -44,13 +44,17 @@ __all__ = [
     "drop_duplicate_runs",
     "find_incomplete_runs",
     "find_runs",
+    "is_reference",
     "label_methods",
     "load_metrics",
     "load_train_logs",
     "method_order",
+    "method_stage_labels",
+    "reference_methods",
     "run_settings",
     "stage_labels",
     "trained_order",
+    "without_references",
 ]
 
 # Preferred display order of the protocols (the baselines between the LoRA and CRMA ones, the
@@ -300,21 +304,60 @@ def trained_order(run: pd.DataFrame) -> list[str]:
     return stages["stage_domain"].astype(str).tolist()
 
 
+def is_reference(run: pd.DataFrame) -> bool:
+    """Whether one run's rows are a multi-task reference, not a chain: a stage is not named
+    after a domain the run evaluates (``method=joint`` trains one stage, ``joint``, on every
+    domain at once). Its forgetting, BWT and FWT are not computed; the report draws it as a
+    reference line."""
+    evaluated = set(run.loc[run["metric"] == "holdout_nll", "eval_domain"].astype(str))
+    return any(stage not in evaluated for stage in trained_order(run))
+
+
+def reference_methods(metrics: pd.DataFrame) -> list[str]:
+    """Methods with a reference run (:func:`is_reference`), in display order."""
+    found = {
+        str(run["method"].iloc[0])
+        for _, run in metrics.groupby("run_dir", sort=False)
+        if is_reference(run)
+    }
+    return [m for m in method_order(metrics) if m in found] if found else []
+
+
+def without_references(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the chains (``metrics`` without the methods of :func:`reference_methods`)."""
+    return metrics[~metrics["method"].isin(reference_methods(metrics))]
+
+
 def domain_order(metrics: pd.DataFrame) -> list[str]:
-    """Evaluated domains: trained ones in sequence order, then holdout-only ones (``general``)."""
+    """Evaluated domains: trained ones in sequence order, then holdout-only ones (``general``).
+    A reference run's trained domains are those of its ``final_loss`` rows, in their order."""
     trained: list[str] = []
     for _, run in metrics.groupby("run_dir", sort=True):
-        trained += [d for d in trained_order(run) if d not in trained]
+        if is_reference(run):
+            names = run.loc[run["metric"] == "final_loss", "eval_domain"].astype(str).tolist()
+        else:
+            names = trained_order(run)
+        trained += [d for d in names if d not in trained]
     evaluated = metrics.loc[metrics["metric"] == "holdout_nll", "eval_domain"].astype(str)
     return [d for d in trained if d in set(evaluated)] + sorted(set(evaluated) - set(trained))
+
+
+def method_stage_labels(metrics: pd.DataFrame, method: str) -> dict[int, str]:
+    """:func:`stage_labels` for one method's rows: a reference's own stages, else the chains'."""
+    if method in reference_methods(metrics):
+        return stage_labels(metrics[metrics["method"] == method])
+    return stage_labels(metrics)
 
 
 def stage_labels(metrics: pd.DataFrame) -> dict[int, str]:
     """Stage -> label: ``"base"`` for stage 0, ``"after <domain>"`` after each trained stage.
 
     Falls back to ``"stage k"`` where runs disagree on the domain trained at stage ``k``.
+    Reference runs (:func:`is_reference`) are left out unless there are only such runs.
     """
     labels = {0: "base"}
+    chains = without_references(metrics)
+    metrics = chains if len(chains) else metrics
     rows = metrics[metrics["stage"] > 0].drop_duplicates(["stage", "stage_domain"])
     for stage, group in rows.groupby("stage"):
         names = group["stage_domain"].astype(str).unique()

@@ -32,6 +32,7 @@ from continual.analysis.runs import (
     RUN_KEYS,
     check_unique_runs,
     domain_order,
+    is_reference,
     method_order,
     trained_order,
 )
@@ -113,9 +114,12 @@ def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
     ``avg_forgetting_pct``, ``bwt``, ... for ``eval_domain == "all"`` and ``forgetting_pct/med``
     style names for per-domain rows), plus the final-stage method diagnostics (``crma_*``).
     For a run without summary rows they are recomputed with
-    :func:`continual.metrics.summary_metrics`. Columns: run, run_dir, sequence, model, method,
-    seed, metric, value. Accuracy metrics (points) come the same way, recomputed with
-    :func:`continual.metrics.accuracy_summary` for a run with ``accuracy`` rows but no summary rows.
+    :func:`continual.metrics.summary_metrics` (for a multi-task reference run,
+    :func:`~continual.analysis.runs.is_reference`, with :func:`continual.metrics.multitask_summary`
+    over every evaluated domain: no forgetting, BWT or FWT). Columns: run, run_dir, sequence,
+    model, method, seed, metric, value. Accuracy metrics (points) come the same way, recomputed
+    with :func:`continual.metrics.accuracy_summary` for a run with ``accuracy`` rows but no
+    summary rows.
     """
     names = _summary_names()
     out = []
@@ -124,7 +128,12 @@ def run_summaries(metrics: pd.DataFrame) -> pd.DataFrame:
         last = int(run["stage"].max())
         final = run[run["stage"] == last]
         rows = final[final["metric"].isin(names)]
-        if rows.empty:
+        if rows.empty and is_reference(run):  # every evaluated domain counts as trained
+            matrix, accuracy = loss_matrix(run), loss_matrix(run, metric="accuracy")
+            values = clm.multitask_summary(matrix, list(matrix.columns), general=None)
+            if not accuracy.empty:
+                values.update(clm.multitask_accuracy_summary(accuracy, list(accuracy.columns)))
+        elif rows.empty:
             order = trained_order(run)
             matrix = loss_matrix(run)
             general = next((c for c in matrix.columns if c not in order), None)

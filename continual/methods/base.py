@@ -1,8 +1,9 @@
 """Methods are continual-learning protocols with lifecycle hooks (Avalanche-style plugins).
 
 A run calls ``setup`` once and ``bind`` once (the run's data, device, train config and seed),
-then per stage ``before_stage`` -> train on ``param_groups`` with batches from
-``training_set`` and the task loss plus ``extra_losses`` -> ``after_stage``; every evaluation
+then for each of the ``stages`` it makes of the sequence (one per domain unless a method says
+otherwise) ``before_stage`` -> train on ``param_groups`` for ``stage_steps`` steps with batches
+from ``training_set`` and the task loss plus ``extra_losses`` -> ``after_stage``; every evaluation
 of domain d happens inside ``serving(d)``, which activates the model that a protocol deploys
 for d (for example adapter i for domain i). A method overrides only the hooks it needs.
 """
@@ -63,6 +64,18 @@ class Method:
         """Wrap the frozen base model once, before stage 0 is evaluated; return what to run."""
         self.model = model
         return model
+
+    def stages(self, order: list[str]) -> list[str]:
+        """The names of the stages a run trains, in order, made from the sequence's domains:
+        one stage per domain (a chain) by default. A name labels its stage's metric rows,
+        adapters directory and progress record, and is the ``domain`` the stage hooks get; a
+        method that trains otherwise (``joint``: one stage on every domain) returns its own."""
+        return list(order)
+
+    def stage_steps(self, stage: int, domain: str) -> int | None:
+        """Optimizer steps of a stage; ``None``: the loop's own count (``train.steps``, or
+        ``train.epochs`` passes over the stage's training set)."""
+        return None
 
     def before_stage(self, stage: int, domain: str) -> None:
         """Prepare the trainable state for ``domain`` (called after the stage's seeding)."""

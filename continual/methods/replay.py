@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,20 @@ def choose_memory(n_items: int, size: int, generator: torch.Generator) -> list[i
     return sorted(torch.randperm(n_items, generator=generator)[:size].tolist())
 
 
+def balanced_rows(
+    pools: Sequence[Sequence[int]], n: int, generator: torch.Generator
+) -> list[tuple[int, int]]:
+    """``n`` rows ``(pool, item)``: the pools in turn from a random start (so balanced within
+    one row), each item drawn uniformly from its pool."""
+    start = int(torch.randint(len(pools), (1,), generator=generator))
+    rows = []
+    for j in range(n):
+        pool = (start + j) % len(pools)
+        items = pools[pool]
+        rows.append((pool, items[int(torch.randint(len(items), (1,), generator=generator))]))
+    return rows
+
+
 @dataclass
 class ReplayMix:
     """A stage's training set with replay: each batch keeps the first ``batch - n_memory`` of
@@ -58,15 +72,7 @@ class ReplayMix:
 
     def memory_rows(self) -> list[tuple[int, int]]:
         """(earlier domain, item index) of the next batch's memory rows."""
-        start = int(torch.randint(len(self.memory), (1,), generator=self.generator))
-        rows = []
-        for j in range(self.n_memory):
-            domain = (start + j) % len(self.memory)
-            items = self.memory[domain][1]
-            rows.append(
-                (domain, items[int(torch.randint(len(items), (1,), generator=self.generator))])
-            )
-        return rows
+        return balanced_rows([items for _, items in self.memory], self.n_memory, self.generator)
 
     def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         n_own = max(len(indices) - self.n_memory, 0)

@@ -2,8 +2,14 @@
 (``matrix``) and accuracy matrix (``accuracy``), gradient-norm stability per stage
 (``stability``) and the statistics used to compare methods over seeds (``stats``)."""
 
-from continual.metrics.accuracy import accuracy_forgetting_table, accuracy_summary  # noqa: F401
+from continual.metrics.accuracy import (  # noqa: F401
+    ACC_CHAIN_METRICS,
+    accuracy_forgetting_table,
+    accuracy_summary,
+    multitask_accuracy_summary,
+)
 from continual.metrics.matrix import (  # noqa: F401
+    CHAIN_METRICS,
     FORGETTING_TABLE_COLUMNS,
     average_forgetting_pct,
     backbone_drift_pct,
@@ -16,6 +22,7 @@ from continual.metrics.matrix import (  # noqa: F401
     general_retention_pct,
     loss_matrix,
     max_forgetting,
+    multitask_summary,
     summary_metrics,
 )
 from continual.metrics.stability import gradient_stability  # noqa: F401

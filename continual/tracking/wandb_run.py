@@ -143,6 +143,7 @@ class WandbLogger(RunLogger):
         self._run: Any = None
         self._failed = False
         self._global_step = 0
+        self._stage_names: dict[int, str] = {}  # stage -> what it trained, as logged
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -269,6 +270,7 @@ class WandbLogger(RunLogger):
 
     def log_eval(self, stage: int, stage_domain: str, values: dict[tuple[str, str], float]) -> None:
         """One history row: ``eval/<domain>/<metric>`` against ``eval/stage``."""
+        self._stage_names[stage] = stage_domain  # the loss table's "after" column
 
         def send() -> None:
             row: dict[str, float] = {"eval/stage": stage}
@@ -289,11 +291,12 @@ class WandbLogger(RunLogger):
             import wandb
 
             order = list(self.cfg.sequence.order) if self.cfg.get("sequence") else []
+            names = {0: "base", **dict(enumerate(order, start=1)), **self._stage_names}
             domains = [str(c) for c in matrix.columns]
             rows = []
             for stage, values in zip(matrix.index, matrix.itertuples(index=False), strict=True):
                 k = int(stage)
-                after = "base" if k == 0 else (order[k - 1] if k <= len(order) else str(k))
+                after = names.get(k, str(k))
                 rows.append([k, after, *(float(v) for v in values)])
             loss_table = wandb.Table(columns=["stage", "after", *domains], data=rows)
             forget_table = wandb.Table(

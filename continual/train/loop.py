@@ -101,8 +101,10 @@ def train_stage(
     generator: torch.Generator,
     desc: str = "train",
     extra_losses: ExtraLosses | None = None,
+    steps: int | None = None,
 ) -> list[StepRecord]:
-    """Train for :func:`stage_steps` optimizer steps; returns one record per step.
+    """Train for ``steps`` optimizer steps (``None``: :func:`stage_steps`) under one LR schedule;
+    returns one record per step.
 
     ``cfg``: steps or epochs, batch_size, micro_batch_size, lr, weight_decay, warmup_steps,
     scheduler, max_grad_norm (0 disables clipping; the norm is still measured), clipping
@@ -113,7 +115,7 @@ def train_stage(
     terms added to the task loss of every micro-batch (see :data:`ExtraLosses`), each weighted
     by the micro-batch's share of the batch's target tokens and logged per step.
     """
-    steps = stage_steps(cfg, len(train_set))
+    steps = stage_steps(cfg, len(train_set)) if steps is None else steps
     params = [p for group in param_groups for p in group["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(
