@@ -59,13 +59,15 @@ Domain = DomainData | PairsDomain
 
 
 def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, Domain]:
-    """Build every domain's train/holdout data (fails on bad data before any training): packed
-    blocks for ``kind: text`` domains, tokenized examples for ``kind: pairs``."""
+    """Build every domain's train/evaluation data (fails on bad data before any training):
+    packed blocks for ``kind: text`` domains, tokenized examples for ``kind: pairs``; the
+    evaluation set is the holdout, or with ``eval.split=validation`` the validation set."""
+    split = str(cfg.eval.get("split", "holdout"))
     data: dict[str, Domain] = {}
     for name in names:
         started = time.perf_counter()
         if cfg.domains[name].get("kind", "text") == "pairs":
-            data[name] = build_pairs_domain(name, cfg.domains[name], loaded.tokenizer)
+            data[name] = build_pairs_domain(name, cfg.domains[name], loaded.tokenizer, split)
             continue
         data[name] = build_domain(
             name,
@@ -74,12 +76,13 @@ def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict
             block_len=cfg.train.block_len,
             holdout_blocks=cfg.eval.holdout_blocks,
             max_train_blocks=cfg.train.get("max_train_blocks"),
+            split=split,
         )
         s = data[name].stats
         log.info(
-            "data %s: %d train / %d holdout documents, %d train / %d holdout blocks (%.1f s)",
-            name, s["train_docs"], s["holdout_docs"], len(data[name].train_blocks),
-            len(data[name].holdout_blocks), time.perf_counter() - started,
+            "data %s: %d train / %d %s documents, %d train / %d %s blocks (%.1f s)",
+            name, s["train_docs"], s["holdout_docs"], split, len(data[name].train_blocks),
+            len(data[name].holdout_blocks), split, time.perf_counter() - started,
         )  # fmt: skip
     return data
 
@@ -214,7 +217,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     )
     atomic_write_json(run_dir / "run_info.json", info)
     logger.finish("complete")
-    log_report(metrics, matrix, forgetting, stages, order)
+    log_report(metrics, matrix, forgetting, stages, order, str(cfg.eval.get("split", "holdout")))
     return metrics
 
 
@@ -354,19 +357,20 @@ def retention_rows(
 
 def log_report(
     metrics: pd.DataFrame, matrix: pd.DataFrame, forgetting: pd.DataFrame, stages: list[str],
-    order: list[str] | None = None,
+    order: list[str] | None = None, split: str = "holdout",
 ) -> None:  # fmt: skip
-    """Log the stage x domain holdout-loss matrix, the accuracy matrix of pairs domains and the
-    forgetting tables (a chain's; ``order``: the sequence, default ``stages``)."""
+    """Log the stage x domain loss matrix (on the ``split`` evaluated), the accuracy matrix of
+    pairs domains and the forgetting tables (a chain's; ``order``: the sequence, default
+    ``stages``)."""
     order = stages if order is None else order
     labels = ["base"] + [f"after {d}" for d in stages]
     shown = matrix.copy()
     shown.index = labels
-    shown.index.name = "holdout NLL"
+    shown.index.name = f"{split} NLL"
     accuracy = loss_matrix(metrics, metric="accuracy")
     accuracy = accuracy[[d for d in order if d in accuracy.columns]]
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        log.info("Stage x domain holdout loss (mean token NLL, nats):\n%s", shown.to_string())
+        log.info("Stage x domain %s loss (mean token NLL, nats):\n%s", split, shown.to_string())
         if not accuracy.empty:
             table = clm.accuracy_forgetting_table(accuracy, order) if stages == order else None
             accuracy.index = labels

@@ -32,6 +32,23 @@ def test_builtin_domain_holdout_does_not_leak(domain: str, byte_tokenizer) -> No
     assert not train_ids & {d.doc_id for d in data.holdout_docs}
 
 
+@pytest.mark.parametrize("domain", ["med", "legal", "code", "general"])
+def test_builtin_domain_validation_set_does_not_leak(domain: str, byte_tokenizer) -> None:
+    """eval.split=validation: the validation documents are as leak-free as the holdout, and
+    disjoint from it and from training."""
+    cfg = OmegaConf.load(f"{CONF}/domain/{domain}.yaml")
+    held = build_domain(domain, cfg, byte_tokenizer, 16, 1, max_train_blocks=1)
+    data = build_domain(domain, cfg, byte_tokenizer, 16, 1, max_train_blocks=1,
+                        split="validation")  # fmt: skip
+    valid, train = {d.doc_id for d in data.holdout_docs}, {d.doc_id for d in data.train_docs}
+    assert len(valid) == cfg.validation_documents
+    assert not valid & {d.doc_id for d in held.holdout_docs} and not valid & train
+    assert train == {d.doc_id for d in held.train_docs} - valid
+    if not cfg.holdout_only:
+        fractions = overlap_fractions(data.holdout_docs, data.train_docs)
+        assert fractions.max() <= 0.2 and data.stats["validation_max_overlap"] <= 0.2
+
+
 def _doc(i: int, text: str) -> Document:
     return Document(str(i), text)
 

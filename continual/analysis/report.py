@@ -53,6 +53,7 @@ from continual.analysis.runs import (
     load_metrics,
     load_train_logs,
     reference_methods,
+    run_settings,
 )
 from continual.analysis.tables import summary_table
 from continual.errors import ContinualError
@@ -108,7 +109,8 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     loss_summary = summary[~summary["metric"].map(is_accuracy_metric).astype(bool)]
     parts = [
         f"# Continual-learning report\n\nSource: `{root}` (generated {stamp} by "
-        "`python -m continual.report`). Losses are holdout mean token NLL in nats.",
+        "`python -m continual.report`). Losses are holdout mean token NLL in nats."
+        + _split_warning(kept),
         sections.runs_section(metrics, incomplete, dropped, root),
         sections.matrix_section(metrics),
         sections.forgetting_section(metrics),
@@ -124,6 +126,19 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     ]
     (out_dir / "report.md").write_text("\n\n".join(parts) + "\n")
     return out_dir
+
+
+def _split_warning(run_dirs: Sequence[Path]) -> str:
+    """A warning when runs evaluated on the validation split (``eval.split``), not the holdout."""
+    splits = run_settings(run_dirs, ["eval.split"])["eval.split"]
+    if "validation" not in splits:
+        return ""
+    which = "Every run" if splits == ["validation"] else "Some runs (see Settings below)"
+    return (
+        f"\n\n**{which} evaluated on the validation split (`eval.split=validation`), not "
+        'the holdout**: the "holdout" losses below are validation losses, for choosing '
+        "settings; report final numbers from runs on the holdout."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,7 +101,8 @@ PUBLISHED = [
 # config.yaml keys listed under "Runs found"
 SETTINGS = ["model.name", "train.steps", "train.epochs", "train.batch_size", "train.block_len",
             "train.lr", "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
-            "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit"]  # fmt: skip
+            "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit",
+            "eval.split"]  # fmt: skip
 REFERENCE = "multi-task reference"  # how a reference method (method=joint) is marked
 
 

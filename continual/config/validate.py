@@ -74,6 +74,9 @@ def validate_config(cfg: DictConfig) -> list[str]:
     if not 0 <= train.weight_decay < math.inf:
         raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
     _check_scheduler(str(train.scheduler))
+    from continual.data.split import check_split
+
+    check_split(str(ev.get("split", "holdout")))
     from continual.train.clipping import build_clipper
 
     build_clipper(train)  # an unknown train.clipping or ZClip setting fails here, before data

@@ -3,7 +3,9 @@
 The train/holdout split is made on whole documents *before* tokenization, and holdout blocks
 are packed from holdout documents only, so no holdout text can reach training. The split
 depends only on the document ids and a salt (never on a run seed), so every run, method and
-seed of a study evaluates on the same holdout.
+seed of a study evaluates on the same holdout. With ``split="validation"`` (``eval.split``)
+the evaluation set is instead the validation documents, ranked next after the holdout and
+taken out of training; the holdout is then neither trained on nor evaluated.
 """
 
 from __future__ import annotations
@@ -19,15 +21,13 @@ import torch
 from continual.data.clean import clean_text
 from continual.data.dedup import deduplicate
 from continual.data.documents import Document
-from continual.data.overlap import leakage_safe_holdout, overlap_fractions
+from continual.data.holdout import DEFAULT_MAX_OVERLAP, choose_holdout
 from continual.data.pack import pack_holdout_blocks, pack_train_blocks
 from continual.data.sources import BUILTIN_READERS, load_documents, to_plain
-from continual.data.split import check_unique_ids, rank_documents, split_documents
+from continual.data.split import check_split
 from continual.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-# Most of a holdout document's word 13-grams that may occur in the domain's training documents.
-DEFAULT_MAX_OVERLAP = 0.2
 
 
 @dataclass
@@ -37,7 +37,8 @@ class DomainData:
     Attributes:
         name: Domain name.
         train_docs: Documents on the training side of the split (empty if ``holdout_only``).
-        holdout_docs: Documents on the holdout side of the split.
+        holdout_docs: The evaluated documents: the holdout side of the split (with
+            ``split="validation"``: the validation documents).
         train_blocks: ``LongTensor[n_train_blocks, block_len]`` packed from ``train_docs``.
         holdout_blocks: ``LongTensor[holdout_blocks, block_len]`` packed from ``holdout_docs``.
         stats: Counts (see :func:`build_domain`).
@@ -77,6 +78,7 @@ def build_domain(
     block_len: int,
     holdout_blocks: int,
     max_train_blocks: int | None = None,
+    split: str = "holdout",
 ) -> DomainData:
     """Load, clean, deduplicate, split, tokenize and pack the data of one domain.
 
@@ -92,13 +94,17 @@ def build_domain(
             ``near_dedup_threshold`` (default 0.8), and ``max_holdout_overlap`` (default 0.2:
             a holdout document may share at most this fraction of its distinct word 13-grams
             with the training documents; documents over it stay on the training side, see
-            :func:`continual.data.overlap.leakage_safe_holdout`; null disables the control).
+            :func:`continual.data.overlap.leakage_safe_holdout`; null disables the control),
+            and ``validation_documents`` (default 100, read with ``split="validation"``).
         tokenizer: A Hugging Face tokenizer; ``eos_token_id`` separates documents.
         block_len: Tokens per block.
         holdout_blocks: Exactly this many holdout blocks are returned, evenly spaced over
             the packed stream of all holdout documents (so they cover many documents).
         max_train_blocks: Keep at most this many training blocks (``None``: all); only the
             documents needed are tokenized.
+        split: ``holdout`` (evaluate on the holdout) or ``validation`` (evaluate on the
+            validation documents, :func:`~continual.data.holdout.choose_validation`; the
+            ``holdout_*`` fields and counts then describe them).
 
     Returns:
         A :class:`DomainData`; ``stats`` holds documents_raw, documents_short (dropped by
@@ -106,26 +112,30 @@ def build_domain(
         holdout_docs, train_docs_used and holdout_docs_used (documents with tokens in a
         block), train_tokens and holdout_tokens (tokens in the returned blocks), train_blocks,
         holdout_blocks, holdout_blocks_available (full blocks the holdout documents give) and
-        block_len, plus the leakage-control counts of :func:`choose_holdout`.
+        block_len, plus the leakage-control counts of
+        :func:`~continual.data.holdout.choose_holdout` (with ``split="validation"`` also the
+        validation counts of :func:`~continual.data.holdout.choose_validation`).
 
     Raises:
         ConfigError: a missing or impossible config value.
         DataError: too few documents or tokens for the requested holdout/training data.
     """
     cfg = _checked_config(name, domain_cfg, holdout_blocks, max_train_blocks)
+    check_split(split)  # before reading any data
     started = time.perf_counter()
     docs, read_stats = _read_documents(name, cfg)
-    train_docs, holdout_docs, overlap_stats = choose_holdout(name, cfg, docs)
+    train_docs, holdout_docs, overlap_stats = choose_holdout(name, cfg, docs, split)
+    evaluated = "validation" if split == "validation" else "holdout"
 
     held, available, n_held_docs = pack_holdout_blocks(
         holdout_docs, tokenizer, block_len, holdout_blocks
     )
     if available < holdout_blocks:
         raise DataError(
-            f"domain {name!r}: the {len(holdout_docs)} holdout documents give only {available} "
-            f"full blocks of {block_len} tokens, but {holdout_blocks} are needed; raise "
-            "`holdout_documents` (and `max_documents` if it limits them) in the domain config, "
-            "or lower `eval.holdout_blocks` (or `train.block_len`)."
+            f"domain {name!r}: the {len(holdout_docs)} {evaluated} documents give only "
+            f"{available} full blocks of {block_len} tokens, but {holdout_blocks} are needed; "
+            f"raise `{evaluated}_documents` (and `max_documents` if it limits them) in the "
+            "domain config, or lower `eval.holdout_blocks` (or `train.block_len`)."
         )
 
     if cfg.get("holdout_only", False):
@@ -226,57 +236,3 @@ def _read_documents(name: str, cfg: Mapping[str, Any]) -> tuple[list[Document], 
         "near_duplicates": n_near,
         "documents_after_dedup": len(docs),
     }
-
-
-def choose_holdout(
-    name: str, cfg: Mapping[str, Any], docs: list[Document]
-) -> tuple[list[Document], list[Document], dict[str, Any]]:
-    """Split ``docs`` into ``(train, holdout, overlap_stats)`` by a salted hash of their ids
-    (``split_salt``, ``holdout_documents``, ``holdout_only``, ``max_holdout_overlap`` of
-    ``cfg``), with the leakage control on the holdout.
-
-    ``overlap_stats`` (trainable domains with leakage control only): holdout documents over
-    the overlap bound before the control, documents skipped for it, and the largest overlap
-    left.
-    """
-    salt = str(cfg.get("split_salt") or name)
-    holdout_documents = cfg.get("holdout_documents")
-    if cfg.get("holdout_only", False):
-        if not docs:
-            raise DataError(
-                f"domain {name!r}: no documents left after cleaning "
-                f"(min_chars={int(cfg.get('min_chars') or 0)}); lower `min_chars` or check the "
-                "source."
-            )
-        check_unique_ids(docs)
-        holdout_docs = rank_documents(docs, salt)
-        if holdout_documents is not None:
-            holdout_docs = holdout_docs[: max(int(holdout_documents), 1)]
-        return [], holdout_docs, {}
-
-    train_docs, holdout_docs = split_documents(docs, holdout_documents, salt)
-    max_overlap = cfg.get("max_holdout_overlap", DEFAULT_MAX_OVERLAP)
-    if max_overlap is None:
-        return train_docs, holdout_docs, {}
-    leaked = int((overlap_fractions(holdout_docs, train_docs) > max_overlap).sum())
-    train_docs, holdout_docs, skipped = leakage_safe_holdout(
-        rank_documents(docs, salt), holdout_documents, max_overlap
-    )
-    if len(holdout_docs) < holdout_documents:
-        raise DataError(
-            f"domain {name!r}: only {len(holdout_docs)} of {len(docs)} documents share "
-            f"at most {max_overlap:.0%} of their word 13-grams with the rest, but "
-            f"holdout_documents={holdout_documents}; lower `holdout_documents`, raise "
-            "`max_documents`, or relax `max_holdout_overlap` (null disables the check)."
-        )
-    return (
-        train_docs,
-        holdout_docs,
-        {
-            "holdout_leaking_before_control": leaked,
-            "holdout_skipped_for_overlap": skipped,
-            "holdout_max_overlap": round(
-                float(overlap_fractions(holdout_docs, train_docs).max()), 4
-            ),
-        },
-    )

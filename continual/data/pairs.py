@@ -21,6 +21,7 @@ import torch
 
 from continual.data.documents import Document, Example
 from continual.data.render import DEFAULT_PLAIN_FORMAT, Renderer
+from continual.data.split import check_split
 from continual.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -88,11 +89,19 @@ class PairsDomain:
         return self.train_encoded
 
 
-def build_pairs_domain(name: str, domain_cfg: Mapping[str, Any], tokenizer: Any) -> PairsDomain:
+def build_pairs_domain(
+    name: str, domain_cfg: Mapping[str, Any], tokenizer: Any, split: str = "holdout"
+) -> PairsDomain:
     """Load, check, deduplicate, split and tokenize the examples of one pairs domain.
 
+    ``split``: ``holdout`` evaluates on the holdout; ``validation`` on the
+    ``validation_examples`` examples ranked next after it (default: as many as
+    ``holdout_examples``), taken out of training, as for text domains
+    (:func:`continual.data.holdout.choose_validation`); ``holdout`` then holds them.
+
     ``domain_cfg`` keys: ``source`` (a reader yielding :class:`Example`), ``max_examples``
-    (read at most N, in the reader's order), ``holdout_examples`` (int), ``train_examples``
+    (read at most N, in the reader's order), ``holdout_examples`` (int), ``validation_examples``
+    (int, read with ``split="validation"``), ``train_examples``
     (cap on training examples, null: all), ``near_dedup`` / ``near_dedup_threshold``,
     ``max_holdout_overlap`` (as for text), ``split_salt``, ``template`` (auto | chat | plain),
     ``system_prompt``, ``plain_format``, ``max_tokens`` (prompt + response tokens per example;
@@ -103,6 +112,7 @@ def build_pairs_domain(name: str, domain_cfg: Mapping[str, Any], tokenizer: Any)
 
     started = time.perf_counter()
     cfg = to_plain(domain_cfg)
+    check_split(split)
     answer, max_tokens = _checked(name, cfg)
     renderer = Renderer(
         tokenizer,
@@ -113,7 +123,7 @@ def build_pairs_domain(name: str, domain_cfg: Mapping[str, Any], tokenizer: Any)
     )
     raw = load_documents(cfg["source"], cfg.get("max_examples"), record_type=Example)
     _check_examples(name, raw, answer)
-    train, holdout, stats = _split(name, cfg, raw)
+    train, holdout, stats = _split(name, cfg, raw, split)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [
         EncodedPairs(*_encode(name, examples, renderer, max_tokens), pad_id=pad_id)
@@ -128,8 +138,8 @@ def build_pairs_domain(name: str, domain_cfg: Mapping[str, Any], tokenizer: Any)
         template=renderer.name,
     )
     logger.info(
-        "domain %s: %d train / %d holdout examples (%s template, %s answers, %.1f s)",
-        name, len(train), len(holdout), renderer.name, answer, time.perf_counter() - started,
+        "domain %s: %d train / %d %s examples (%s template, %s answers, %.1f s)", name,
+        len(train), len(holdout), split, renderer.name, answer, time.perf_counter() - started,
     )  # fmt: skip
     return PairsDomain(
         name, train, holdout, encoded[0], encoded[1], renderer, answer,
@@ -181,12 +191,12 @@ def _check_examples(name: str, examples: Sequence[Example], answer: str) -> None
 
 
 def _split(
-    name: str, cfg: Mapping[str, Any], examples: Sequence[Example]
+    name: str, cfg: Mapping[str, Any], examples: Sequence[Example], split: str = "holdout"
 ) -> tuple[list[Example], list[Example], dict[str, Any]]:
     """Deduplicate on prompts, then split by id exactly as text documents are split (both
     compare prompts without the prefix that every prompt shares, e.g. a fixed instruction)."""
     from continual.data.dedup import deduplicate
-    from continual.data.domain import DEFAULT_MAX_OVERLAP, choose_holdout
+    from continual.data.holdout import DEFAULT_MAX_OVERLAP, choose_holdout
 
     by_id = {ex.example_id: ex for ex in examples}
     if len(by_id) < len(examples):
@@ -205,9 +215,10 @@ def _split(
     split_cfg = {
         "split_salt": cfg.get("split_salt") or name,
         "holdout_documents": cfg["holdout_examples"],
+        "validation_examples": cfg.get("validation_examples", cfg["holdout_examples"]),
         "max_holdout_overlap": cfg.get("max_holdout_overlap", DEFAULT_MAX_OVERLAP),
     }
-    train_docs, holdout_docs, overlap = choose_holdout(name, split_cfg, kept)
+    train_docs, holdout_docs, overlap = choose_holdout(name, split_cfg, kept, split)
     cap = cfg.get("train_examples")
     if cap is not None:
         train_docs = train_docs[: int(cap)]

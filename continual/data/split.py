@@ -1,4 +1,8 @@
-"""The train/holdout split: a salted hash of document ids, independent of seeds and order."""
+"""The train/holdout split: a salted hash of document ids, independent of seeds and order.
+
+The evaluation split of a run (``eval.split``, :data:`SPLITS`): ``holdout`` evaluates on the
+holdout, ``validation`` on the documents ranked next after it (taken out of training), so that
+a pilot can choose settings without ever scoring the holdout."""
 
 from __future__ import annotations
 
@@ -7,6 +11,19 @@ from collections.abc import Sequence
 
 from continual.data.documents import Document
 from continual.errors import ConfigError, DataError
+
+SPLITS = ("holdout", "validation")
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else a :class:`ConfigError` naming them."""
+    if split not in SPLITS:
+        raise ConfigError(
+            f"eval.split={split!r} is unknown; use holdout (evaluate on each domain's holdout, "
+            "the default) or validation (on the documents ranked next after the holdout, taken "
+            "out of training: for pilots that choose settings)."
+        )
+    return split
 
 
 def split_rank(doc: Document, salt: str) -> str:
