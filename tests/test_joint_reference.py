@@ -86,6 +86,31 @@ def test_joint_interrupted_in_its_stage_resumes_to_the_same_result(
     pd.testing.assert_frame_equal(*logs)
 
 
+@pytest.mark.parametrize("kill", [["step", "4"], ["between", "1"]], ids=["mid-stage", "summary"])
+def test_joint_killed_resumes_to_the_uninterrupted_result(
+    local_domains, tmp_path: Path, kill: list[str]
+) -> None:
+    """A real SIGKILL through the CLI: in its one stage (nothing committed: it starts over),
+    or after the stage's commit point, before the summary (it resumes and summarises)."""
+    from tests.test_cli import _tiny_overrides
+    from tests.test_reliability import _cli
+    from tests.test_reliability import _comparable as comparable
+
+    args = [*_tiny_overrides(local_domains), "train.steps=3", "method=joint"]
+    cache, reference, run_dir = tmp_path / "cache", tmp_path / "reference", tmp_path / "killed"
+    assert _cli([*args, f"hydra.run.dir={reference}"], cache).returncode == 0
+    killed = _cli([*args, f"hydra.run.dir={run_dir}"], cache, killer=kill)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "forgetting.csv").exists()
+    resumed = _cli([*args, f"hydra.run.dir={run_dir}"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert ("Resuming" in resumed.stdout) == (kill[0] == "between")
+    pd.testing.assert_frame_equal(comparable(run_dir), comparable(reference))
+    logs = [pd.read_csv(d / "train_log.csv") for d in (run_dir, reference)]
+    pd.testing.assert_frame_equal(*logs)
+    assert json.loads((run_dir / "run_info.json").read_text())["status"] == "complete"
+
+
 # --- the analysis ----------------------------------------------------------------------------
 
 FINAL = {0: {"med": 2.0, "code": 1.5, "general": 3.4}, 1: {"med": 2.2, "code": 1.7, "general": 3.5}}
