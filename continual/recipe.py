@@ -95,6 +95,17 @@ def read_progress(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def check_stages(run_dir: Path, progress: dict[str, Any], stages: list[str]) -> None:
+    """Refuse a run directory whose finished stages are not this method's (made by another
+    version of it, e.g. a three-stage ``joint`` run before joint became one stage)."""
+    trained = list(progress["trained"])
+    if trained != stages[: len(trained)]:
+        raise ConfigError(
+            f"{run_dir} finished the stages {trained}, but this method trains {stages}: it was "
+            "made by another version of the method. Start it again in a new hydra.run.dir."
+        )
+
+
 def ensure_writable(run_dir: Path) -> None:
     """Fail early, with the fix, when the run directory cannot be written."""
     try:
@@ -132,6 +143,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     done = progress["completed_stage"]
     if done:
         _check_same_config(run_dir, resolved)
+        check_stages(run_dir, progress, stages)
     if done == len(stages) and (run_dir / "forgetting.csv").is_file():  # the summary's last file
         log.info("%s already holds a complete run; nothing to do.", run_dir)
         return pd.read_csv(run_dir / "metrics.csv")

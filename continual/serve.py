@@ -18,7 +18,7 @@ from continual.errors import ConfigError, ModelError
 from continual.eval.holdout import holdout_nll
 from continual.methods import Method, build_method
 from continual.models.loading import LoadedModel, load_model
-from continual.recipe import prepare_data, read_progress
+from continual.recipe import check_stages, prepare_data, read_progress
 from continual.train.seeding import seed_everything, stage_seed
 
 
@@ -81,13 +81,15 @@ def load_run(run_dir: str | Path, stage: int | None = None) -> LoadedRun:
     if not config.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = OmegaConf.load(config)
-    done = read_progress(run_dir)["completed_stage"]
+    progress = read_progress(run_dir)
+    done = progress["completed_stage"]
     stage = done if stage is None else stage
     if not 0 <= stage <= done:
         raise ConfigError(f"{run_dir} finished stages 0..{done}; stage {stage} is not available")
-    loaded = load_model(cfg.model, Path(cfg.cache_dir))
     method = build_method(cfg.method)
     stages = method.stages(list(cfg.sequence.order))
+    check_stages(run_dir, progress, stages)
+    loaded = load_model(cfg.model, Path(cfg.cache_dir))
     seed_everything(stage_seed(int(cfg.seed), 0))  # as the run did: a seeded init (PiSSA's
     model = method.setup(loaded.model)  # randomized SVD) rebuilds the same residual base
     if stage:

@@ -208,3 +208,19 @@ def test_compare_gives_joint_its_losses_and_no_forgetting(sweep: Path) -> None:
     assert math.isnan(rows.at[("joint", "bwt"), "mean"])
     pairs = set(zip(paired.method_a, paired.metric, strict=True))
     assert ("lora", "final_avg_loss") in pairs and ("lora", "avg_forgetting_pct") not in pairs
+
+
+def test_a_run_from_the_old_three_stage_joint_is_refused(tiny_cfg, tmp_path: Path) -> None:
+    from continual.errors import ConfigError
+    from continual.serve import load_run
+
+    cfg = tiny_cfg("method=joint", "train.steps=1", "eval.prompted_k=0")
+    run_experiment(cfg, tmp_path / "run")
+    progress = {"completed_stage": 2, "trained": ["prose", "code"]}  # as the old joint wrote
+    (tmp_path / "run" / "progress.json").write_text(json.dumps(progress))
+    (tmp_path / "run" / "forgetting.csv").unlink()
+    for call in (lambda: run_experiment(cfg, tmp_path / "run"),
+                 lambda: load_run(tmp_path / "run")):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"finished the stages \['prose', 'code'\].*"
+                           r"trains \['joint'\].*new hydra.run.dir"):  # fmt: skip
+            call()
