@@ -5,7 +5,9 @@ Writes into ``--out`` (default ``<dir>/report``):
 * ``summary.csv``: per method x final-stage scalar metric (``avg_forgetting_pct``, ``bwt``,
   ``forgetting_pct/<domain>``, ``crma_*`` ...): n, mean, sd, ci_low, ci_high over seeds
   (:func:`continual.metrics.stats.summarize_runs`);
-* ``report.md``: runs found, mean loss matrices, forgetting/drift, summary metrics, and where
+* ``report.md``: runs found, mean loss matrices, forgetting/drift, summary metrics (with a
+  multi-task reference run, ``method=joint``, every method beside it:
+  :mod:`continual.analysis.reference_sections`), and where
   the runs measured them fine-tuning vs the prompted base, general-capability retention and
   lm-eval bits per byte per stage (:mod:`continual.analysis.eval_tables`); for runs with
   ``pairs`` domains the task-accuracy matrix, accuracy forgetting (points and %), the accuracy
@@ -17,8 +19,10 @@ Writes into ``--out`` (default ``<dir>/report``):
   (with pairs domains) ``accuracy_curves.png``.
 
 This module loads the runs and assembles the files; each markdown section is rendered by
-:mod:`continual.analysis.report_sections` or :mod:`continual.analysis.accuracy_sections`, the
-figures by :mod:`continual.analysis.plots`.
+:mod:`continual.analysis.report_sections`, :mod:`continual.analysis.accuracy_sections`,
+:mod:`continual.analysis.reference_sections` or :mod:`continual.analysis.published`, the
+figures by :mod:`continual.analysis.plots`. A run evaluated on ``eval.split=validation`` gets a
+warning at the top.
 
 A path without complete runs prints one ``error:`` line and exits with status 2.
 """
@@ -44,6 +48,8 @@ from continual.analysis.plots import (
     plot_grad_norms,
     plot_heatmaps,
 )
+from continual.analysis.published import published_section
+from continual.analysis.reference_sections import reference_section
 from continual.analysis.runs import (
     NoRunsError,
     drop_duplicate_runs,
@@ -115,13 +121,13 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         sections.matrix_section(metrics),
         sections.forgetting_section(metrics),
         sections.summary_section(loss_summary, references),
-        *(section for section in [sections.reference_section(metrics)] if section),
+        *(section for section in [reference_section(metrics)] if section),
         *accuracy_sections(metrics),
         *(section for section in depth if section),
         sections.gradient_section(metrics),
         *(section for section in crma_depth if section),
         sections.paired_section(metrics),
-        sections.published_section(),
+        published_section(),
         "## Figures\n\n" + "\n\n".join(f"![{n[:-4]}]({n})" for n in figures),
     ]
     (out_dir / "report.md").write_text("\n\n".join(parts) + "\n")

@@ -8,14 +8,15 @@ matrix in nats, ``s(d)`` the stage that trains domain ``d``, ``T`` the last stag
 * forgetting / backbone drift per earlier domain: ``100 (L[T][d] - L[s(d)][d]) / L[s(d)][d]``,
   the delta NLL and max forgetting (Chaudhry et al. 2018) (:func:`forgetting_section`);
 * final-stage summary metrics incl. BWT and FWT (Lopez-Paz & Ranzato 2017)
-  (:func:`summary_section`) and, when the runs hold a multi-task reference (``method=joint``),
-  every method beside it at the final stage (:func:`reference_section`);
+  (:func:`summary_section`; every method beside a multi-task reference is in
+  :mod:`continual.analysis.reference_sections`);
 * fine-tuning vs the prompted base model, ``L[s(d)][d]`` minus the prompted base NLL
   (:func:`prompted_section`);
 * general-capability retention ``100 (L[k][g] - L[0][g]) / L[0][g]`` (:func:`retention_section`);
 * lm-eval bits per byte per stage and the forgetting it shows (:func:`lm_eval_section`);
 * gradient-norm stability (:func:`gradient_section`), paired differences between methods
-  (:func:`paired_section`) and the vendor-reported numbers (:func:`published_section`).
+  (:func:`paired_section`); the vendor-reported numbers are in
+  :mod:`continual.analysis.published`.
 
 Over seeds: mean, sample SD and two-sided 95% Student-t CI (:mod:`continual.metrics.stats`).
 """
@@ -37,9 +38,9 @@ from continual.analysis.markdown import (
     metric_digits,
     stage_table,
 )
+from continual.analysis.reference_sections import REFERENCE
 from continual.analysis.runs import (
     IncompleteRun,
-    domain_order,
     method_order,
     method_stage_labels,
     reference_methods,
@@ -53,13 +54,9 @@ from continual.analysis.tables import (
     gradient_summary,
     mean_matrix,
     paired_differences,
-    run_summaries,
 )
-from continual.metrics import ACC_CHAIN_METRICS, CHAIN_METRICS
-from continual.metrics.stats import summarize_runs
 
 __all__ = [
-    "PUBLISHED",
     "SETTINGS",
     "forgetting_section",
     "gradient_section",
@@ -67,43 +64,16 @@ __all__ = [
     "matrix_section",
     "paired_section",
     "prompted_section",
-    "published_section",
-    "reference_section",
     "retention_section",
     "runs_section",
     "summary_section",
 ]
-
-# From shared/research/published-numbers.md: self-reported by the CRMA vendor (ModelBrew AI),
-# not replicated; different models, data, steps and hyper-parameters than any run here.
-PUBLISHED = [
-    ("Mistral-7B, 5 domains, 500 train / 100 holdout each, seeds 0/42/1234", "modular CRMA",
-     "backbone drift", "-0.17% ± 0.17 (per seed -0.03, -0.10, -0.36)",
-     "arXiv 2606.00382; HF dataset ModelBrew/sequential-forgetting-benchmark"),
-    ("same", "naive sequential LoRA", "forgetting", "+42.96% ± 5.5 (38.1, 41.7, 49.0)", "same"),
-    ("same", "modular vs frozen", "holdout-loss advantage", "1.99% ± 0.54", "vendor paper page"),
-    ("Mistral-7B-v0.3, 4 domains med -> legal -> code -> fin, 1 run", "modular CRMA",
-     "drift per domain", "-0.2, -0.1, -0.1, 0.0 (avg -0.1%)", "HF forum post 173860"),
-    ("same", "naive sequential LoRA", "forgetting per domain", "+228, +593, +233 (avg +351.4%)",
-     "same"),
-    ("TinyLlama-1.1B-Chat, 4 domains", "modular CRMA", "drift", "-0.1%", "HF dataset"),
-    ("TinyLlama-1.1B, 200 Alpaca rows, seed 42", "LoRA vs LoRA+CRMA",
-     "final loss; peak / mean grad norm", "0.1658 vs 0.1651; 12.15 vs 5.75; 2.34 vs 2.07",
-     "HF forum post 173691"),
-    ("Mistral-7B single task", "LoRA vs CRMA", "holdout loss", "0.1519 vs 0.1426",
-     "HF forum post 173818"),
-    ("3 runs", "LoRA vs CRMA", "peak grad-norm reduction", "39-84%",
-     "HF forum posts 173817/173818"),
-    ("literature", "EWC", "forgetting (vendor's table)", "+58%", "HF forum post 173818"),
-]  # fmt: skip
-
 
 # config.yaml keys listed under "Runs found"
 SETTINGS = ["model.name", "train.steps", "train.epochs", "train.batch_size", "train.block_len",
             "train.lr", "train.max_grad_norm", "eval.holdout_blocks", "eval.prompted_k",
             "eval.prompted_context_tokens", "eval.lm_eval_unit", "eval.lm_eval_limit",
             "eval.split"]  # fmt: skip
-REFERENCE = "multi-task reference"  # how a reference method (method=joint) is marked
 
 
 def runs_section(
@@ -247,52 +217,6 @@ def summary_section(summary: pd.DataFrame, references: Sequence[str] = ()) -> st
         + note,
         "",
         md_table(["metric", *methods], rows),
-    ])  # fmt: skip
-
-
-def reference_section(metrics: pd.DataFrame) -> str | None:
-    """Every method at the final stage, one row each, beside the multi-task reference(s);
-    ``None`` without a reference run. Cells: mean ± SD over seeds of the final average loss,
-    each trained domain's final loss (nats), the final average accuracy (points, with pairs
-    domains), average forgetting (%), BWT and FWT (nats); ``—`` for a reference's forgetting,
-    BWT and FWT (not computed)."""
-    references = reference_methods(metrics)
-    if not references:
-        return None
-    runs = run_summaries(metrics)
-    present = set(runs["metric"])
-    domains = [d for d in domain_order(metrics) if f"final_loss/{d}" in present]
-    accuracy = ["final_avg_accuracy"] if "final_avg_accuracy" in present else []
-    chain = ["avg_forgetting_pct", "bwt", "fwt"]
-    columns = ["final_avg_loss", *(f"final_loss/{d}" for d in domains), *accuracy, *chain]
-    table = summarize_runs(runs[runs["metric"].isin(columns)], by=["method"])
-    not_computed = set(CHAIN_METRICS) | set(ACC_CHAIN_METRICS)
-    rows = []
-    for method in method_order(metrics):
-        by = table[table["method"] == method].set_index("metric")
-        cells = []
-        for c in columns:
-            if method in references and c in not_computed:
-                cells.append("—")
-            elif c in by.index:
-                digits = 2 if c in ("avg_forgetting_pct", "final_avg_accuracy") else 4
-                cells.append(fmt_mean_sd(by.at[c, "mean"], by.at[c, "sd"], digits))
-            else:
-                cells.append("")
-        n = int(metrics.loc[metrics["method"] == method, "seed"].nunique())
-        name = f"{method} ({REFERENCE})" if method in references else method
-        rows.append([name, n, *cells])
-    header = ["method", "n", "final avg loss", *(f"final {d}" for d in domains),
-              *(["final avg accuracy, pts"] if accuracy else []), "avg forgetting, %", "BWT",
-              "FWT"]  # fmt: skip
-    return "\n".join([
-        "## Methods beside the multi-task reference (final stage, mean ± SD over seeds)",
-        "",
-        f"A {REFERENCE} trains every domain at once, in one stage of the chain's total steps: "
-        "the usual upper bound of a continual chain. Losses in nats (holdout NLL after the last "
-        "stage); forgetting, BWT and FWT need a chain, so they are `—` (not computed) for it.",
-        "",
-        md_table(header, rows),
     ])  # fmt: skip
 
 
@@ -460,16 +384,3 @@ def paired_section(metrics: pd.DataFrame) -> str:
                      ", ".join(map(str, r.seeds))))  # fmt: skip
     header = ["a - b", "metric", "n", "mean ± SD", "95% CI", "t", "p", "seeds"]
     return "\n".join([*out, md_table(header, rows)])
-
-
-def published_section() -> str:
-    return "\n".join([
-        "## Published numbers (vendor-reported, for side-by-side reading only)",
-        "",
-        "**Self-reported by the CRMA vendor (ModelBrew AI); no public code, no independent "
-        "replication.** Models, data, steps and hyper-parameters differ from the runs above, so "
-        "read these next to our numbers, not as a like-for-like comparison. Source: "
-        "`shared/research/published-numbers.md`.",
-        "",
-        md_table(["setting", "method", "metric", "value", "source"], PUBLISHED),
-    ])  # fmt: skip

@@ -307,17 +307,18 @@ def trained_order(run: pd.DataFrame) -> list[str]:
 def is_reference(run: pd.DataFrame) -> bool:
     """Whether one run's rows are a multi-task reference, not a chain: a stage is not named
     after a domain the run evaluates (``method=joint`` trains one stage, ``joint``, on every
-    domain at once). Its forgetting, BWT and FWT are not computed; the report draws it as a
-    reference line."""
+    domain at once; rows without ``holdout_nll`` count as a chain). Its forgetting, BWT and
+    FWT are not computed; the report draws it as a reference line."""
     evaluated = set(run.loc[run["metric"] == "holdout_nll", "eval_domain"].astype(str))
-    return any(stage not in evaluated for stage in trained_order(run))
+    return bool(evaluated) and any(stage not in evaluated for stage in trained_order(run))
 
 
 def reference_methods(metrics: pd.DataFrame) -> list[str]:
     """Methods with a reference run (:func:`is_reference`), in display order."""
+    runs = "run_dir" if "run_dir" in metrics.columns else ["method", "seed"]
     found = {
         str(run["method"].iloc[0])
-        for _, run in metrics.groupby("run_dir", sort=False)
+        for _, run in metrics.groupby(runs, sort=False)
         if is_reference(run)
     }
     return [m for m in method_order(metrics) if m in found] if found else []

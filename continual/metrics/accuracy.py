@@ -31,11 +31,7 @@ import pandas as pd
 
 from continual.metrics.matrix import _check_order
 
-__all__ = ["accuracy_forgetting_table", "accuracy_summary", "multitask_accuracy_summary"]
-
-# run-level accuracy metrics that need a chain: NaN for a multi-task run
-ACC_CHAIN_METRICS = ("acc_avg_forgetting_pts", "acc_avg_forgetting_pct",
-                     "acc_avg_max_forgetting_pts", "acc_bwt", "acc_fwt")  # fmt: skip
+__all__ = ["accuracy_forgetting_table", "accuracy_summary"]
 
 
 def _stages(A: pd.DataFrame, T: int) -> pd.DataFrame:
@@ -130,23 +126,5 @@ def accuracy_summary(A: pd.DataFrame, order: Sequence[str]) -> dict[str, float]:
         out[f"acc_forgetting_pct/{row.domain}"] = float(row.forgetting_pct)
         out[f"acc_max_forgetting_pts/{row.domain}"] = float(row.max_forgetting_pts)
     for _, d in trained:
-        out[f"final_accuracy/{d}"] = float(100.0 * A.at[T, d])
-    return out
-
-
-def multitask_accuracy_summary(A: pd.DataFrame, domains: Sequence[str]) -> dict[str, float]:
-    """:func:`accuracy_summary` of a multi-task run (every domain trained at once): at the last
-    stage ``T`` (the largest index of ``A``), ``final_avg_accuracy`` and ``final_accuracy/<d>``
-    (points) of the domains with an accuracy; :data:`ACC_CHAIN_METRICS` (forgetting, BWT, FWT)
-    are NaN, their per-domain keys absent. Empty when no domain has an accuracy."""
-    domains = _check_order(domains)
-    T = len(A) - 1
-    A = _stages(A, T)
-    trained = [d for d in domains if d in A.columns]
-    if not trained:
-        return {}
-    out: dict[str, float] = {name: float("nan") for name in ACC_CHAIN_METRICS}
-    out["final_avg_accuracy"] = _mean([100.0 * A.at[T, d] for d in trained])
-    for d in trained:
         out[f"final_accuracy/{d}"] = float(100.0 * A.at[T, d])
     return out

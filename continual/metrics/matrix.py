@@ -30,7 +30,7 @@ Metrics defined here (``d`` ranges over the domains trained before the last stag
   (:func:`general_retention_pct`).
 
 :func:`forgetting_table` and :func:`summary_metrics` collect them per domain / per run;
-:func:`multitask_summary` is the summary of a run that trains every domain in one stage.
+:mod:`continual.metrics.multitask` summarises a run that trains every domain in one stage.
 Gradient-norm stability lives in :mod:`continual.metrics.stability`.
 """
 
@@ -57,12 +57,8 @@ __all__ = [
     "general_retention_pct",
     "loss_matrix",
     "max_forgetting",
-    "multitask_summary",
     "summary_metrics",
 ]
-
-# run-level metrics that need a chain (a domain trained before another): NaN for a multi-task run
-CHAIN_METRICS = ("avg_forgetting_pct", "avg_delta_nll", "avg_max_forgetting", "bwt", "fwt")
 
 FORGETTING_TABLE_COLUMNS = [
     "domain",
@@ -378,37 +374,6 @@ def summary_metrics(
         out[f"forgetting_pct/{d}"] = pct[d]
         out[f"delta_nll/{d}"] = dnll[d]
         out[f"max_forgetting/{d}"] = mx[d]
-    for d in names:
-        out[f"final_loss/{d}"] = float(df.at[T, d])
-    return out
-
-
-def multitask_summary(
-    L: pd.DataFrame, domains: Sequence[str], general: str | None = "general"
-) -> dict[str, float]:
-    """Summary of a multi-task run (every domain trained at once, e.g. ``method=joint``):
-    the keys of :func:`summary_metrics` that do not need a chain, read at the last stage
-    ``T`` (the largest index of ``L``): ``final_avg_loss``, ``final_loss/<d>`` and, unless
-    ``general`` is None, ``general_retention_pct_final`` and ``general_loss_final``.
-
-    No domain is trained before another, so nothing can be forgotten: the run-level
-    :data:`CHAIN_METRICS` (average forgetting, delta NLL and max forgetting, BWT, FWT) are NaN
-    (so that a comparison shows them as not computed) and the per-domain ``forgetting_pct/<d>``,
-    ``delta_nll/<d>`` and ``max_forgetting/<d>`` are absent.
-    """
-    names = _check_order(domains)
-    df = _stage_index(L) if isinstance(L, pd.DataFrame) else loss_matrix(L, names)
-    missing = [d for d in names if d not in df.columns]
-    if missing:
-        raise ValueError(f"loss matrix lacks domain column(s) {missing}; has {list(df.columns)}")
-    T = int(df.index.max())
-    out: dict[str, float] = {name: float("nan") for name in CHAIN_METRICS}
-    out["final_avg_loss"] = _nanmean([df.at[T, d] for d in names])
-    if general is not None:
-        known = general in df.columns
-        retention = general_retention_pct(df, general).loc[T] if known else float("nan")
-        out["general_retention_pct_final"] = float(retention)
-        out["general_loss_final"] = float(df.at[T, general]) if known else float("nan")
     for d in names:
         out[f"final_loss/{d}"] = float(df.at[T, d])
     return out
