@@ -104,3 +104,27 @@ def test_crma_pilot_decision_rule_picks_the_largest_stable_bypass() -> None:
     assert not by_method.loc["crma_spiky", "stable"] and by_method.loc["crma_g1", "stable"]
     assert decide(table, max_nll_increase=0.02) == "crma_g1"
     assert decide(table, max_nll_increase=0.5) == "crma_big"
+
+
+def test_cl_pilot_decision_picks_the_lowest_finite_final_loss_per_method() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    from cl_pilot_decision import decide, variant_table
+
+    rows = []
+    for method, final, nonfinite in [("ewc_w100", 2.50, 0), ("ewc_w1000", 2.40, 0),
+                                     ("ewc_w10000", 2.30, 3), ("lwf_w1", 2.60, 0),
+                                     ("lwf_w4", 2.70, 0)]:  # fmt: skip
+        for stage, domain in ((1, "a"), (2, "b")):
+            rows += [(method, stage, domain, domain, "grad_norm_n_nonfinite", nonfinite / 2),
+                     (method, stage, domain, domain, "grad_norm_n_spikes", 0)]  # fmt: skip
+        rows += [(method, 2, "b", "all", "final_avg_loss", final),
+                 (method, 2, "b", "all", "avg_delta_nll", 0.1),
+                 (method, 1, "a", "all", "final_avg_loss", 9.0)]  # fmt: skip
+    metrics = pd.DataFrame(
+        rows, columns=["method", "stage", "stage_domain", "eval_domain", "metric", "value"]
+    )
+    table = variant_table(metrics)
+    assert table.loc["ewc_w1000", "final_avg_loss"] == pytest.approx(2.40)  # the last stage's
+    assert not table.loc["ewc_w10000", "finite"] and table.loc["ewc_w100", "finite"]
+    assert list(table["family"].unique()) == ["ewc", "lwf"]
+    assert decide(table) == {"ewc": "ewc_w1000", "lwf": "lwf_w1"}
