@@ -62,3 +62,26 @@ def test_fitting_settings_pass_the_model_checks(tiny_cfg, tmp_path) -> None:
 def test_method_target_that_cannot_be_built(tiny_cfg, tmp_path, monkeypatch) -> None:
     cfg = tiny_cfg("method._target_=continual.methods.lora.NoSuchProtocol")
     _fails_early(cfg, tmp_path, monkeypatch, "NoSuchProtocol", "conf/method/")
+
+
+def test_a_domain_without_its_dataset_fails_before_the_model_loads(tmp_path, monkeypatch) -> None:
+    # the vendor-protocol sequences take finance (and science) from a file the user names
+    from tests.conftest import TINY, compose_config
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the config check")
+
+    monkeypatch.setattr(recipe, "load_model", no_model)
+    overrides = ["+sequence=pairs_med_legal_code_fin", "domain@domains.fin=pairs_jsonl", *TINY]
+    cfg = compose_config(overrides)
+    needles = ["domain 'fin' needs a dataset", "domains.fin.source.path=", "JSONL", "=pairs_hf"]
+    _run_fails(cfg, tmp_path, ConfigError, *needles)
+
+
+def test_a_text_domain_without_its_file_names_the_key(tiny_cfg, tmp_path, monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = tiny_cfg()
+    OmegaConf.update(cfg, "domains.code.source.path", "???")
+    needles = ["domain 'code' needs a dataset", "domains.code.source.path=", "=hf_dataset"]
+    _fails_early(cfg, tmp_path, monkeypatch, *needles)

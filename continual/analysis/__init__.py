@@ -1,8 +1,9 @@
 """Reading finished runs back: finding and loading them (``runs``), over-seed tables
 (``tables``), figures (``plots``), the evaluation-depth tables (``eval_tables``), the task
 accuracy of pairs domains (``accuracy_tables``), the markdown report (``report``, with
-``report_sections``, ``accuracy_sections``, ``reference_sections`` and ``published``) and the
-method comparison on the command line (``compare``)."""
+``report_sections``, ``accuracy_sections``, ``reference_sections`` and ``published``), the
+method comparison on the command line (``compare``) and the published numbers beside ours with
+a verdict (``vendor``)."""
 
 from continual.analysis.plots import (  # noqa: F401
     ACC_LABEL,

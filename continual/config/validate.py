@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from continual.errors import ConfigError
 
@@ -51,6 +51,8 @@ def validate_config(cfg: DictConfig) -> list[str]:
         if domains[d].get("holdout_only"):
             raise ConfigError(f"Domain {d!r} is holdout-only (evaluation); it cannot be trained.")
     _check_domain_kinds(cfg, order, general)
+    for d in wanted:
+        _check_source_given(d, domains[d])
     train, ev = cfg.train, cfg.eval
     epochs = train.get("epochs")
     if epochs is not None:
@@ -135,6 +137,49 @@ def _check_domain_kinds(cfg: DictConfig, order: list[str], general: str | None) 
             f"perplexity task, but {pairs} are pairs domains (scored by accuracy); set "
             "eval.lm_eval_holdout=false."
         )
+
+
+# What a reader's missing `source.path` is, and the configs that read the other kind of source.
+_PATH_KINDS = {
+    "read_pairs_jsonl": "a local JSONL file of {\"prompt\": ..., \"response\": ...} lines",
+    "read_pairs_hf": "a Hugging Face dataset id (internet once, then cached) or a save_to_disk "
+    "directory",
+    "read_jsonl": "a local JSONL file", "read_text": "a local text file or directory",
+    "read_hf": "a Hugging Face dataset id (internet once, then cached) or a save_to_disk directory",
+}  # fmt: skip
+# conf/domain/ configs that read a user's data, by domain kind: (config, its reader, the example)
+_SOURCE_CONFIGS = {
+    "pairs": (("pairs_jsonl", "read_pairs_jsonl", "$PWD/{}.jsonl"),
+              ("pairs_hf", "read_pairs_hf", "<Hub dataset id>")),
+    "text": (("local_jsonl", "read_jsonl", "$PWD/{}.jsonl"),
+             ("hf_dataset", "read_hf", "<Hub dataset id>")),
+}  # fmt: skip
+
+
+def _check_source_given(name: str, domain: Any) -> None:
+    """A domain whose `source` still holds a `???` (a value the user must give, e.g. the file
+    of a `pairs_jsonl` domain) fails here, before any model is loaded, naming the key to set."""
+    source = domain.get("source")
+    if not isinstance(source, DictConfig):
+        return
+    missing = [k for k in source if OmegaConf.is_missing(source, k)]
+    if not missing:
+        return
+    reader = str(source.get("_target_", "")).rsplit(".", 1)[-1]
+    if "path" in missing:
+        what = _PATH_KINDS.get(reader, "the reader's input")
+        configs = _SOURCE_CONFIGS.get(str(domain.get("kind", "text")), _SOURCE_CONFIGS["text"])
+        others = " or ".join(
+            f"domain@domains.{name}={config} domains.{name}.source.path={example.format(name)}"
+            for config, other, example in configs
+            if other != reader
+        )
+        raise ConfigError(
+            f"domain {name!r} needs a dataset: set domains.{name}.source.path=... ({what})"
+            + (f", or read it from elsewhere: {others}." if others else ".")
+        )
+    keys = ", ".join(f"domains.{name}.source.{k}=..." for k in missing)
+    raise ConfigError(f"domain {name!r} needs {keys} (`???` in its config marks a value to give).")
 
 
 def _check_scheduler(name: str) -> None:
