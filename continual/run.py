@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from continual.config.validate import CONF_DIR
 from continual.errors import ContinualError
 from continual.rundir import atomic_write_json, redact, redact_hydra_copies
+from continual.runtime import apply_threads
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -69,6 +70,7 @@ def main(cfg: DictConfig) -> None:
     try:
         use_bitsandbytes_only_if_quantised(cfg.model)  # before transformers or peft load
         validate_config(cfg)  # before the heavy imports: a bad config fails in seconds
+        apply_threads(cfg.get("threads"))  # before the libraries start their thread pools
         from continual.recipe import run_experiment
 
         with logging_redirect_tqdm():  # console log lines printed above progress bars
