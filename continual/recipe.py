@@ -229,7 +229,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         atomic_write_csv(run_dir / "forgetting.csv", forgetting)
         logger.log_summary(matrix, forgetting, summary)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        # Ctrl-C, or SystemExit: a cluster scheduler's preemption or time limit (submitit
+        # requeues the job, which resumes here)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
         info.update(status=status, error=f"{type(exc).__name__}: {exc}",
                     completed_stage=read_progress(run_dir)["completed_stage"])  # fmt: skip
         with contextlib.suppress(OSError):

@@ -86,10 +86,16 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Check override keys (typos get the closest valid key), then hand over to Hydra."""
+    """Check override keys (typos get the closest valid key) and the launcher plugin, then hand
+    over to Hydra."""
+    from continual.config.launchers import launcher_problem
     from continual.config.overrides import unknown_key_message
 
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    problem = launcher_problem(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in sys.argv[1:]):
         message = unknown_key_message(overrides)
         if message:
