@@ -196,3 +196,13 @@ def test_results_are_byte_identical_with_and_without_the_cache(
     assert _results(cached) == _results(fresh)
     info = [json.loads((d / "run_info.json").read_text()) for d in (cached, fresh)]
     assert info[0]["data"] == info[1]["data"]
+
+
+def test_a_resume_may_turn_the_cache_off(tiny_cfg, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="continual")
+    run_dir = tmp_path / "run"
+    run_experiment(tiny_cfg("train.steps=2"), run_dir)
+    (run_dir / "progress.json").write_text(json.dumps({"completed_stage": 1, "trained": ["prose"]}))
+    (run_dir / "forgetting.csv").unlink()
+    run_experiment(tiny_cfg("train.steps=2", "data_cache=false"), run_dir)  # not refused
+    assert "Resuming" in caplog.text and (run_dir / "forgetting.csv").is_file()
