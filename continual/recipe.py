@@ -18,6 +18,7 @@ import math
 import resource
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from continual import metrics as clm
 from continual.config.validate import validate_config, validate_for_model
+from continual.data.cache import DataCache
 from continual.data.domain import DomainData, build_domain
 from continual.data.pairs import PairsDomain, build_pairs_domain
 from continual.errors import ConfigError
@@ -44,12 +46,15 @@ from continual.rundir import (
     redact,
     tidy_rows,
 )
+from continual.runtime import apply_threads
 from continual.summary import log_report, summarise
 from continual.tracking.base import RunLogger, build_logger
 from continual.train.loop import train_stage
 from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Settings of how a run executes, not of what it computes: a resume may change them.
+RUNTIME_KEYS = ("data_cache", "threads")
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +65,31 @@ Domain = DomainData | PairsDomain
 def prepare_data(cfg: DictConfig, loaded: LoadedModel, names: list[str]) -> dict[str, Domain]:
     """Build every domain's train/evaluation data (fails on bad data before any training):
     packed blocks for ``kind: text`` domains, tokenized examples for ``kind: pairs``; the
-    evaluation set is the holdout, or with ``eval.split=validation`` the validation set."""
+    evaluation set is the holdout, or with ``eval.split=validation`` the validation set. With
+    ``data_cache`` on (the default) a domain prepared before comes from
+    ``<cache_dir>/data/`` (:mod:`continual.data.cache`)."""
     split = str(cfg.eval.get("split", "holdout"))
+    tokenizer = loaded.tokenizer
+    cache = DataCache(Path(cfg.cache_dir), tokenizer) if cfg.get("data_cache", True) else None
     data: dict[str, Domain] = {}
     for name in names:
-        started = time.perf_counter()
-        if cfg.domains[name].get("kind", "text") == "pairs":
-            data[name] = build_pairs_domain(name, cfg.domains[name], loaded.tokenizer, split)
+        started, domain_cfg = time.perf_counter(), cfg.domains[name]
+        settings: dict[str, Any] = {"kind": domain_cfg.get("kind", "text"), "split": split}
+        if settings["kind"] == "pairs":
+            build = partial(build_pairs_domain, name, domain_cfg, tokenizer, split)
+        else:
+            settings.update(
+                block_len=cfg.train.block_len, holdout_blocks=cfg.eval.holdout_blocks,
+                max_train_blocks=cfg.train.get("max_train_blocks"),
+            )  # fmt: skip
+            build = partial(
+                build_domain, name, domain_cfg, tokenizer, block_len=settings["block_len"],
+                holdout_blocks=settings["holdout_blocks"],
+                max_train_blocks=settings["max_train_blocks"], split=split,
+            )  # fmt: skip
+        data[name] = build() if cache is None else cache.domain(name, domain_cfg, settings, build)
+        if settings["kind"] == "pairs":
             continue
-        data[name] = build_domain(
-            name,
-            cfg.domains[name],
-            loaded.tokenizer,
-            block_len=cfg.train.block_len,
-            holdout_blocks=cfg.eval.holdout_blocks,
-            max_train_blocks=cfg.train.get("max_train_blocks"),
-            split=split,
-        )
         s = data[name].stats
         log.info(
             "data %s: %d train / %d %s documents, %d train / %d %s blocks (%.1f s)",
@@ -120,18 +133,25 @@ def ensure_writable(run_dir: Path) -> None:
 
 
 def _check_same_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    """Refuse to resume a run directory made with another config (``RUNTIME_KEYS`` aside)."""
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-    if saved != resolved:
+    assert isinstance(saved, dict)
+    if _experiment(saved) != _experiment(resolved):
         raise ConfigError(
             f"{run_dir} holds a partial run with a different config; resuming it would mix two "
             "experiments. Rerun with its original overrides, or pick a new hydra.run.dir."
         )
 
 
+def _experiment(resolved: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resolved.items() if k not in RUNTIME_KEYS}
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     """Run (or resume) one chain of stages; returns the tidy metrics table."""
     started = time.perf_counter()
     names = validate_config(cfg)
+    apply_threads(cfg.get("threads"))
     method = build_method(cfg.method)
     order = list(cfg.sequence.order)
     stages = method.stages(order)  # one per domain, unless the method trains otherwise
@@ -209,7 +229,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         atomic_write_csv(run_dir / "forgetting.csv", forgetting)
         logger.log_summary(matrix, forgetting, summary)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        # Ctrl-C, or SystemExit: a cluster scheduler's preemption or time limit (submitit
+        # requeues the job, which resumes here)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt | SystemExit) else "failed"
         info.update(status=status, error=f"{type(exc).__name__}: {exc}",
                     completed_stage=read_progress(run_dir)["completed_stage"])  # fmt: skip
         with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from continual.config.validate import CONF_DIR
 from continual.errors import ContinualError
 from continual.rundir import atomic_write_json, redact, redact_hydra_copies
+from continual.runtime import apply_threads
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -69,6 +70,7 @@ def main(cfg: DictConfig) -> None:
     try:
         use_bitsandbytes_only_if_quantised(cfg.model)  # before transformers or peft load
         validate_config(cfg)  # before the heavy imports: a bad config fails in seconds
+        apply_threads(cfg.get("threads"))  # before the libraries start their thread pools
         from continual.recipe import run_experiment
 
         with logging_redirect_tqdm():  # console log lines printed above progress bars
@@ -84,10 +86,16 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Check override keys (typos get the closest valid key), then hand over to Hydra."""
+    """Check override keys (typos get the closest valid key) and the launcher plugin, then hand
+    over to Hydra."""
+    from continual.config.launchers import launcher_problem
     from continual.config.overrides import unknown_key_message
 
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    problem = launcher_problem(overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in sys.argv[1:]):
         message = unknown_key_message(overrides)
         if message:

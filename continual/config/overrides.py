@@ -32,7 +32,7 @@ def unknown_key_message(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> 
     plain, structural = [], []
     for text, override in zip(overrides, parsed, strict=True):
         key = override.key_or_group
-        if key == "hydra" or key.startswith("hydra."):
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):  # Hydra's own settings
             continue
         if (
             override.package is None

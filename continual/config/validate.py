@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from continual.errors import ConfigError
+from continual.runtime import check_threads
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -76,6 +77,9 @@ def validate_config(cfg: DictConfig) -> list[str]:
     if not 0 <= train.weight_decay < math.inf:
         raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
     _check_scheduler(str(train.scheduler))
+    check_threads(cfg.get("threads"))
+    if not isinstance(cfg.get("data_cache", True), bool):
+        raise ConfigError(f"data_cache={cfg.data_cache!r} must be true or false.")
     from continual.data.split import check_split
 
     check_split(str(ev.get("split", "holdout")))

