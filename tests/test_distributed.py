@@ -1,0 +1,69 @@
+"""Multi-process (DDP) training: two gloo processes on CPU, launched by torchrun, train the same
+chain as one process with the same global batch (continual/train/distributed.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from continual.train import distributed as dist
+from tests.test_cli import ROOT, _tiny_overrides
+
+LOSSES = ("loss", "grad_norm")
+
+
+def _run(args: list[str], run_dir: Path, tmp_path: Path, nproc: int) -> None:
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [sys.executable, *(launcher if nproc > 1 else []), "-m", "continual.run", *args,
+           f"hydra.run.dir={run_dir}", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("method", ["lora", "crma"])
+def test_two_processes_train_as_one_with_the_same_global_batch(
+    local_domains, tmp_path: Path, method: str
+) -> None:
+    # 4 rows a batch, 1 a micro-batch: each process accumulates 2 micro-batches (no_sync);
+    # no LoRA dropout, whose random masks depend on how the rows are split
+    args = [*_tiny_overrides(local_domains), f"method={method}", "train.batch_size=4",
+            "train.micro_batch_size=1", "train.steps=3", "threads=1",
+            "method.lora.dropout=0"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(args, one, tmp_path, 1)
+    _run(args, two, tmp_path, 2)
+    steps = [pd.read_csv(d / "train_log.csv") for d in (one, two)]
+    assert len(steps[0]) == len(steps[1]) == 6
+    for column in LOSSES:
+        pd.testing.assert_series_equal(steps[0][column], steps[1][column], rtol=1e-5)
+    matrices = [pd.read_csv(d / "loss_matrix.csv") for d in (one, two)]
+    pd.testing.assert_frame_equal(matrices[0], matrices[1], rtol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "code.jsonl", "one",
+                                                          "prose.jsonl", "two"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "world", "shares"), [(4, 2, [2, 2]), (5, 2, [3, 2]), (3, 3, [1, 1, 1])]
+)
+def test_each_process_takes_its_contiguous_share_of_the_rows(
+    monkeypatch, rows: int, world: int, shares: list[int]
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    got = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        got.append(dist.shard_rows(rows))
+    assert [s.stop - s.start for s in got] == shares
+    assert got[0].start == 0 and got[-1].stop == rows
+    assert all(a.stop == b.start for a, b in zip(got, got[1:], strict=False))
+
+
+def test_one_process_is_not_distributed(monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not dist.is_distributed() and dist.is_main() and dist.all_sum(2.5) == 2.5
