@@ -63,6 +63,15 @@ def test_two_processes_train_as_one_with_the_same_global_batch(
     pd.testing.assert_frame_equal(matrices[0], matrices[1], rtol=1e-5)
     made = {p.name for p in tmp_path.iterdir()} - {"cache", "code.jsonl", "prose.jsonl"}
     assert made <= {"one", "two", "pairs.jsonl"}  # the other process wrote no run directory
+    if method != "lora":
+        return
+    # resume: every process reads progress.json and rank 0's stage-1 adapters
+    (two / "progress.json").write_text(json.dumps({"completed_stage": 1, "trained": ["med"]}))
+    (two / "forgetting.csv").unlink()
+    _run(args, two, tmp_path, 2)
+    resumed = pd.read_csv(two / "train_log.csv")
+    pd.testing.assert_frame_equal(resumed, steps[1])
+    pd.testing.assert_frame_equal(pd.read_csv(two / "loss_matrix.csv"), matrices[1])
 
 
 @pytest.mark.parametrize(
@@ -84,3 +93,11 @@ def test_each_process_takes_its_contiguous_share_of_the_rows(
 def test_one_process_is_not_distributed(monkeypatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not dist.is_distributed() and dist.is_main() and dist.all_sum(2.5) == 2.5
+
+
+def test_an_unknown_mixed_precision_fails_before_any_work(tiny_cfg) -> None:
+    from continual.config.validate import validate_config
+    from continual.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.mixed_precision='fp8' is not one of no, bf16"):
+        validate_config(tiny_cfg("train.mixed_precision=fp8"))
