@@ -126,8 +126,9 @@ def wrap(model: nn.Module, extra: list[nn.Module], device: torch.device) -> nn.M
     trainable parameters are fixed when it is wrapped, so each stage wraps anew)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(Trainable(model, extra), device_ids=ids)
+    ids = [torch.cuda.current_device()] if device.type == "cuda" else None  # set by init()
+    # buffers (rotary tables) are the same everywhere: no need to broadcast them every forward
+    return DistributedDataParallel(Trainable(model, extra), device_ids=ids, broadcast_buffers=False)
 
 
 def sync_tensors(tensors: Iterable[torch.Tensor]) -> None:
