@@ -56,6 +56,9 @@ from continual.train.seeding import seed_everything, stage_seed
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Settings of how a run executes, not of what it computes: a resume may change them.
 RUNTIME_KEYS = ("data_cache", "threads")
+# train keys added after runs were made, with the defaults that compute what those runs computed
+# (a run directory made before them resumes)
+ADDED_TRAIN_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False}
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ def _check_same_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     """Refuse to resume a run directory made with another config (``RUNTIME_KEYS`` aside)."""
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     assert isinstance(saved, dict)
+    if isinstance(saved.get("train"), dict):
+        saved["train"] = {**ADDED_TRAIN_DEFAULTS, **saved["train"]}
     if _experiment(saved) != _experiment(resolved):
         raise ConfigError(
             f"{run_dir} holds a partial run with a different config; resuming it would mix two "

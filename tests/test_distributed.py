@@ -101,3 +101,20 @@ def test_an_unknown_mixed_precision_fails_before_any_work(tiny_cfg) -> None:
 
     with pytest.raises(ConfigError, match="train.mixed_precision='fp8' is not one of no, bf16"):
         validate_config(tiny_cfg("train.mixed_precision=fp8"))
+
+
+def test_a_run_made_before_the_new_train_keys_resumes(tiny_cfg, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from continual.errors import ConfigError
+    from continual.recipe import _check_same_config
+
+    cfg = tiny_cfg()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    old = OmegaConf.create(resolved)
+    del old.train.mixed_precision, old.train.gradient_checkpointing
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    _check_same_config(tmp_path, resolved)  # the defaults compute what the old run computed
+    resolved["train"]["mixed_precision"] = "bf16"
+    with pytest.raises(ConfigError, match="different config"):
+        _check_same_config(tmp_path, resolved)
