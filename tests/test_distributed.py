@@ -118,3 +118,25 @@ def test_a_run_made_before_the_new_train_keys_resumes(tiny_cfg, tmp_path: Path) 
     resolved["train"]["mixed_precision"] = "bf16"
     with pytest.raises(ConfigError, match="different config"):
         _check_same_config(tmp_path, resolved)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method", ["ewc", "replay", "lwf", "olora", "frozen_lora", "modular_crma", "joint"]
+)
+def test_every_method_trains_alike_on_two_processes(
+    local_domains, tmp_path: Path, method: str
+) -> None:
+    """The other methods' extra state (Fisher, memory, teacher, old adapters) is the same on
+    every process: 2 processes give 1 process's steps and loss matrix (about 25 s each)."""
+    args = [*_tiny_overrides(local_domains), f"method={method}", "train.batch_size=4",
+            "train.micro_batch_size=1", "train.steps=3", "threads=1",
+            "method.lora.dropout=0"]  # fmt: skip
+    runs = [tmp_path / "one", tmp_path / "two"]
+    for nproc, run_dir in enumerate(runs, start=1):
+        _run(args, run_dir, tmp_path, nproc)
+    steps = [pd.read_csv(d / "train_log.csv") for d in runs]
+    for column in LOSSES:
+        pd.testing.assert_series_equal(steps[0][column], steps[1][column], rtol=1e-5)
+    matrices = [pd.read_csv(d / "loss_matrix.csv") for d in runs]
+    pd.testing.assert_frame_equal(matrices[0], matrices[1], rtol=1e-5)
