@@ -181,9 +181,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     logger = build_logger(cfg, run_dir, ids)  # checks the tracker config before model work
     logger = logger if main else RunLogger(cfg, run_dir, ids)
 
+    if not main:  # the main process fills the model and data caches first, the others read them
+        dist.barrier()
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     validate_for_model(cfg, loaded.model, loaded.max_positions)
     data = prepare_data(cfg, loaded, names)
+    if main:
+        dist.barrier()
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     model = method.setup(loaded.model)
     if cfg.train.get("gradient_checkpointing", False):
