@@ -49,12 +49,16 @@ from continual.rundir import (
 from continual.runtime import apply_threads
 from continual.summary import log_report, summarise
 from continual.tracking.base import RunLogger, build_logger
+from continual.train import distributed as dist
 from continual.train.loop import train_stage
 from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Settings of how a run executes, not of what it computes: a resume may change them.
 RUNTIME_KEYS = ("data_cache", "threads")
+# train keys added after runs were made, with the defaults that compute what those runs computed
+# (a run directory made before them resumes)
+ADDED_TRAIN_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False}
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +140,8 @@ def _check_same_config(run_dir: Path, resolved: dict[str, Any]) -> None:
     """Refuse to resume a run directory made with another config (``RUNTIME_KEYS`` aside)."""
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     assert isinstance(saved, dict)
+    if isinstance(saved.get("train"), dict):
+        saved["train"] = {**ADDED_TRAIN_DEFAULTS, **saved["train"]}
     if _experiment(saved) != _experiment(resolved):
         raise ConfigError(
             f"{run_dir} holds a partial run with a different config; resuming it would mix two "
@@ -156,7 +162,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     order = list(cfg.sequence.order)
     stages = method.stages(order)  # one per domain, unless the method trains otherwise
     run_dir = Path(run_dir)
-    ensure_writable(run_dir)
+    main = dist.is_main()  # only the main process writes files (see continual.train.distributed)
+    if main:
+        ensure_writable(run_dir)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     progress = read_progress(run_dir)
     done = progress["completed_stage"]
@@ -171,22 +179,36 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         "model": cfg.model.name, "seed": int(cfg.seed),
     }  # fmt: skip
     logger = build_logger(cfg, run_dir, ids)  # checks the tracker config before model work
+    logger = logger if main else RunLogger(cfg, run_dir, ids)
 
+    if not main:  # the main process fills the model and data caches first, the others read them
+        dist.barrier()
     loaded = load_model(cfg.model, Path(cfg.cache_dir))
     validate_for_model(cfg, loaded.model, loaded.max_positions)
     data = prepare_data(cfg, loaded, names)
+    if main:
+        dist.barrier()
     seed_everything(stage_seed(int(cfg.seed), 0))  # adapter initialisation in setup
     model = method.setup(loaded.model)
+    if cfg.train.get("gradient_checkpointing", False):
+        loaded.model.config.use_cache = False
+        loaded.model.gradient_checkpointing_enable({"use_reentrant": False})
     method.bind(data, loaded.device, cfg.train, int(cfg.seed))
-    tasks_dir = prepare_lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    if main:
+        tasks_dir = prepare_lm_eval_tasks(cfg, data, loaded.tokenizer, run_dir, fresh=not done)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    dist.barrier()  # the other processes read the lm-eval tasks that the main one wrote
+    if not main:  # the main process's lm-eval tasks, if any
+        wanted = cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks
+        tasks_dir = run_dir / "lm_eval_tasks" if wanted else None
     sha, dirty = git_state(PROJECT_ROOT)
     info = {
         "status": "running", "ids": ids, "git_sha": sha, "git_dirty": dirty,
         "packages": package_versions(), "machine": machine_info(), "model": loaded.identity,
         "data": {n: d.stats for n, d in data.items()},
     }  # fmt: skip
-    atomic_write_json(run_dir / "run_info.json", info)
+    if main:
+        atomic_write_json(run_dir / "run_info.json", info)
     logger.start(resolved)
     try:
         if done:
@@ -209,7 +231,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
                 )
             rows, log_rows = tidy_rows(ids, 0, "base", values), []
             logger.log_eval(0, "base", values)
-            atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+            if main:
+                atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
         for stage, domain in enumerate(stages, start=1):
             if stage > done:
                 stage_rows, stage_log = run_stage(
@@ -218,15 +241,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
                 )  # fmt: skip
                 rows += stage_rows
                 log_rows += stage_log
-                atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
-                atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
-                atomic_write_json(
-                    run_dir / "progress.json", {"completed_stage": stage, "trained": stages[:stage]}
-                )
+                if main:
+                    atomic_write_csv(run_dir / "train_log.csv", pd.DataFrame(log_rows))
+                    atomic_write_csv(run_dir / "metrics.csv", pd.DataFrame(rows))
+                    progress = {"completed_stage": stage, "trained": stages[:stage]}
+                    atomic_write_json(run_dir / "progress.json", progress)
         metrics, matrix, forgetting, summary = summarise(cfg, ids, rows, stages)
-        atomic_write_csv(run_dir / "metrics.csv", metrics)
-        atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
-        atomic_write_csv(run_dir / "forgetting.csv", forgetting)
+        if main:
+            atomic_write_csv(run_dir / "metrics.csv", metrics)
+            atomic_write_csv(run_dir / "loss_matrix.csv", matrix.reset_index())
+            atomic_write_csv(run_dir / "forgetting.csv", forgetting)
         logger.log_summary(matrix, forgetting, summary)
     except BaseException as exc:
         # Ctrl-C, or SystemExit: a cluster scheduler's preemption or time limit (submitit
@@ -235,7 +259,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         info.update(status=status, error=f"{type(exc).__name__}: {exc}",
                     completed_stage=read_progress(run_dir)["completed_stage"])  # fmt: skip
         with contextlib.suppress(OSError):
-            atomic_write_json(run_dir / "run_info.json", info)
+            if main:
+                atomic_write_json(run_dir / "run_info.json", info)
         logger.finish(status)
         raise
     info.update(
@@ -248,7 +273,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
         wall_seconds=round(time.perf_counter() - started, 1),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
-    atomic_write_json(run_dir / "run_info.json", info)
+    if main:
+        atomic_write_json(run_dir / "run_info.json", info)
+    dist.barrier()  # no process ends before the main one has written the run
     logger.finish("complete")
     log_report(metrics, matrix, forgetting, stages, order, str(cfg.eval.get("split", "holdout")))
     return metrics
@@ -271,12 +298,15 @@ def run_stage(
     records = train_stage(
         model, groups, method.training_set(stage, domain), cfg.train, device,
         torch.Generator().manual_seed(seed), desc=label, extra_losses=method.extra_losses,
-        steps=method.stage_steps(stage, domain),
+        steps=method.stage_steps(stage, domain), beside=method.beside(),
     )  # fmt: skip
+    dist.sync_from_main([model, *method.beside()])  # no float drift between processes
     method.after_stage(stage, domain)
-    adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    method.save(adapter_dir)
+    dist.sync_tensors(method.shared_tensors())  # e.g. EWC's Fisher: rank 0's on every process
+    if dist.is_main():
+        adapter_dir = run_dir / "adapters" / f"stage{stage}_{domain}"
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        method.save(adapter_dir)
     values = evaluate_all(method, model, data, cfg, device, stage, loaded.tokenizer, tasks_dir)
     for key, value in clm.gradient_stability([r.grad_norm for r in records]).items():
         values[(domain, f"grad_norm_{key}")] = value

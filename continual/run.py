@@ -62,9 +62,11 @@ def main(cfg: DictConfig) -> None:
 
     from continual.config.validate import validate_config
     from continual.models.loading import use_bitsandbytes_only_if_quantised
+    from continual.train import distributed as dist
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    dist.init()  # launched by accelerate launch or torchrun: one process of several
+    run_dir = dist.agree_run_dir(Path(hydra_cfg.runtime.output_dir))
     redact_hydra_copies(run_dir)
     sys.argv[:] = redact(sys.argv)  # trackers record the command line
     try:
@@ -75,14 +77,19 @@ def main(cfg: DictConfig) -> None:
 
         with logging_redirect_tqdm():  # console log lines printed above progress bars
             run_experiment(cfg, run_dir)
-        print(next_steps(run_dir, hydra_cfg.mode == RunMode.MULTIRUN))
+        if dist.is_main():
+            print(next_steps(run_dir, hydra_cfg.mode == RunMode.MULTIRUN))
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if not dist.is_main():
+            sys.exit(2)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             _record_failure(run_dir, exc)
             return
         _remove_if_empty(run_dir)
         sys.exit(2)
+    finally:
+        dist.finish()
 
 
 def cli() -> None:

@@ -86,6 +86,10 @@ def validate_config(cfg: DictConfig) -> list[str]:
     from continual.train.clipping import build_clipper
 
     build_clipper(train)  # an unknown train.clipping or ZClip setting fails here, before data
+    if str(train.get("mixed_precision", "no")) not in ("no", "bf16"):
+        raise ConfigError(
+            f"train.mixed_precision={train.mixed_precision!r} is not one of no, bf16."
+        )
     from continual.eval.holdout_tasks import UNITS
 
     unit = cfg.eval.get("lm_eval_unit", "documents")

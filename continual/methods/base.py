@@ -114,6 +114,16 @@ class Method:
         """Restore the state written by ``save`` after the stages that trained ``trained``."""
         raise NotImplementedError
 
+    def beside(self) -> list[torch.nn.Module]:
+        """Trainable modules that run beside the model by hooks, not inside it (CRMA): in
+        multi-process training DDP wraps them with the model, so their gradients are averaged."""
+        return []
+
+    def shared_tensors(self) -> list[torch.Tensor]:
+        """Extra state computed after a stage (EWC's Fisher and anchor) that every process must
+        hold identically: in multi-process training rank 0's is broadcast after ``after_stage``."""
+        return []
+
     def diagnostics(self) -> dict[str, float]:
         """Scalar health checks logged at each evaluation (e.g. constraint residuals)."""
         return {}

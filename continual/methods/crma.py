@@ -31,6 +31,9 @@ class _Backbone:
     def param_groups(self, lr: float) -> list[dict]:
         return super().param_groups(lr) + self.crma.parameter_groups(lr)  # type: ignore[misc]
 
+    def beside(self) -> list[torch.nn.Module]:
+        return [*super().beside(), self.crma]  # type: ignore[misc]
+
     def save(self, directory: Path) -> None:
         super().save(directory)  # type: ignore[misc]
         save_crma(self.crma, directory / BACKBONE_DIR)

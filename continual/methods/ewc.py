@@ -121,6 +121,10 @@ class EWCLoRA(SequentialLoRA):
             self.anchors = []
         self.anchors.append((fisher, anchor))
 
+    def shared_tensors(self) -> list[torch.Tensor]:
+        """Fisher and anchor of every stage (multi-process: rank 0's on every process)."""
+        return [t for pair in self.anchors for table in pair for t in table.values()]
+
     def save(self, directory: Path) -> None:
         super().save(directory)
         tensors = {

@@ -3,6 +3,7 @@ input-output pairs whose loss counts response tokens only), sized in steps or in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from continual.errors import ConfigError, ContinualError
+from continual.train import distributed as dist
 from continual.train.clipping import build_clipper, group_norm
 
 IGNORE = -100  # label of positions without loss (prompt and padding of pairs)
@@ -102,6 +104,7 @@ def train_stage(
     desc: str = "train",
     extra_losses: ExtraLosses | None = None,
     steps: int | None = None,
+    beside: list[torch.nn.Module] | None = None,
 ) -> list[StepRecord]:
     """Train for ``steps`` optimizer steps (``None``: :func:`stage_steps`) under one LR schedule;
     returns one record per step.
@@ -114,6 +117,10 @@ def train_stage(
     NumericalError on a non-finite loss or gradient norm. ``extra_losses``: a method's loss
     terms added to the task loss of every micro-batch (see :data:`ExtraLosses`), each weighted
     by the micro-batch's share of the batch's target tokens and logged per step.
+
+    Launched distributed (:mod:`continual.train.distributed`): ``model`` and ``beside`` (modules
+    run by hooks, e.g. CRMA) train in DDP, each process on its share of every batch's rows.
+    ``train.mixed_precision: bf16`` runs the forward under bf16 autocast on CUDA.
     """
     steps = stage_steps(cfg, len(train_set)) if steps is None else steps
     params = [p for group in param_groups for p in group["params"]]
@@ -126,15 +133,24 @@ def train_stage(
     clip = build_clipper(cfg)
     lora = [p for group in param_groups if group.get("name") == "lora" for p in group["params"]]
     records: list[StepRecord] = []
+    world = dist.world_size()
+    if world > 1:  # DDP: the gradients are all-reduced in each batch's last backward
+        if int(cfg.batch_size) < world:
+            raise ConfigError(
+                f"train.batch_size={cfg.batch_size} is smaller than the {world} processes."
+            )
+        model = dist.wrap(model, list(beside or []), device)
     model.train()
-    bar = tqdm(range(1, steps + 1), desc=desc, unit="step")
+    bar = tqdm(range(1, steps + 1), desc=desc, unit="step", disable=not dist.is_main())
     for step in bar:
         epoch = (step - 1) * int(cfg.batch_size) // len(train_set) + 1
         batch = train_set.batch(next(batches))
         optimizer.zero_grad(set_to_none=True)
         terms = Terms(extra_losses) if extra_losses is not None else None
-        loss_value = _accumulate(model, batch, micro, device, terms)
+        with autocast(cfg, device):
+            loss_value = _accumulate(model, batch, micro, device, terms, world)
         logged = terms.values if terms is not None else {}
+        logged = {k: dist.all_sum(v) for k, v in logged.items()} if world > 1 else logged
         partial = lora and len(lora) < len(params)  # else the global norm is the LoRA norm
         lora_norm = group_norm(lora) if partial else math.nan
         grad_norm = clip(params)
@@ -177,42 +193,66 @@ class Terms:
         return total
 
 
+def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA with ``train.mixed_precision: bf16`` (``no``: nothing)."""
+    mode = str(cfg.get("mixed_precision", "no"))
+    if mode not in ("no", "bf16"):
+        raise ConfigError(f"train.mixed_precision={mode!r} is not one of no, bf16")
+    if mode == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _synced(model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's all-reduce in a batch's last backward only (``no_sync`` before it)."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if last or no_sync is None else no_sync()
+
+
 def _accumulate(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], micro: int, device: torch.device,
-    terms: Terms | None = None,
+    terms: Terms | None = None, world: int = 1,
 ) -> float:  # fmt: skip
     """Forward/backward ``batch`` in micro-batches; gradients of the batch's mean token loss
-    (plus the ``terms`` of a method, whose batch values they collect); returns that loss."""
+    (plus the ``terms`` of a method, whose batch values they collect); returns that loss.
+    ``world`` > 1: this process takes its share of the rows, and scales its part of the
+    batch's loss by ``world``, so that DDP's average of the gradients is the full batch's."""
     ids = batch["input_ids"]
+    rows = dist.shard_rows(len(ids)) if world > 1 else slice(None)
     if "labels" not in batch:  # text: every position of every block is a target
         loss_sum = 0.0
-        for chunk in ids.split(micro):
-            chunk = chunk.to(device)
-            out = model(input_ids=chunk, labels=chunk)
-            scaled = out.loss * len(chunk) / len(ids)
-            if terms is not None:
-                part, share = {"input_ids": chunk}, len(chunk) / len(ids)
-                extra = terms.add(part, out.logits[:, :-1], chunk[:, 1:], share)
-                scaled = scaled if extra is None else scaled + extra
-            scaled.backward()
+        chunks = ids[rows].split(micro)
+        for i, chunk in enumerate(chunks):
+            with _synced(model, i == len(chunks) - 1):
+                chunk = chunk.to(device)
+                out = model(input_ids=chunk, labels=chunk)
+                scaled = out.loss * len(chunk) / len(ids)
+                if terms is not None:
+                    part, share = {"input_ids": chunk}, len(chunk) / len(ids)
+                    extra = terms.add(part, out.logits[:, :-1], chunk[:, 1:], share)
+                    scaled = scaled if extra is None else scaled + extra
+                (scaled * world if world > 1 else scaled).backward()
             loss_sum += float(out.loss.detach()) * len(chunk)
             del out  # its logits must not live on into the next micro-batch's forward
-        return loss_sum / len(ids)
-    n_targets = int((batch["labels"][:, 1:] != IGNORE).sum())
-    total = 0.0
-    for start in range(0, len(ids), micro):
-        part = {k: v[start : start + micro].to(device) for k, v in batch.items()}
-        logits, targets = response_logits(model, part)
-        loss = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
-        ) / n_targets  # fmt: skip
-        total += float(loss.detach())
-        if terms is not None:
-            share = int((targets != IGNORE).sum()) / n_targets
-            extra = terms.add(part, logits, targets, share)
-            loss = loss if extra is None else loss + extra
-        loss.backward()
-    return total
+        return dist.all_sum(loss_sum) / len(ids)
+    n_targets = int((batch["labels"][:, 1:] != IGNORE).sum())  # of the whole batch
+    total, local = 0.0, {k: v[rows] for k, v in batch.items()}
+    starts = range(0, len(local["input_ids"]), micro)
+    for start in starts:
+        with _synced(model, start == starts[-1]):
+            part = {k: v[start : start + micro].to(device) for k, v in local.items()}
+            logits, targets = response_logits(model, part)
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
+                reduction="sum",
+            ) / n_targets  # fmt: skip
+            total += float(loss.detach())
+            if terms is not None:
+                share = int((targets != IGNORE).sum()) / n_targets
+                extra = terms.add(part, logits, targets, share)
+                loss = loss if extra is None else loss + extra
+            (loss * world if world > 1 else loss).backward()
+    return dist.all_sum(total)
 
 
 def response_logits(
