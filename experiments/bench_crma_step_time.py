@@ -13,7 +13,6 @@ commit and whether the tree was dirty (at start), package versions and the machi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded c
 from continual.adapters.crma import CRMA, CRMAConfig  # noqa: E402
 from continual.methods.lora import lora_config  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402
-from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
 
 
 def timed_step(model, optimizer, ids: torch.Tensor) -> float:
@@ -110,8 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"median ratio (LoRA+CRMA / LoRA): {result['median_ratio_crma_over_lora']:.3f}"
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
     return result
 
 

@@ -43,7 +43,7 @@ from continual.data.domain import build_domain  # noqa: E402
 from continual.eval.holdout import holdout_nll  # noqa: E402
 from continual.eval.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402
-from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {**machine_info(), "device": str(device)},
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
         print(f"wrote {args.out}")
     return result
 

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded commit describes
 
 from continual.config.validate import available  # noqa: E402
-from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
 
 REFERENCE = "lora"
 DEFAULT_METHODS = [
@@ -313,8 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"threads; step ratio: median of per-repeat ratios"
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
     return result
 
 

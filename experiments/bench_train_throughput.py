@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import copy
-import json
 import os
 import shutil
 import statistics
@@ -58,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded commit describes
 
 from continual.models.loading import load_model, use_bitsandbytes_only_if_quantised  # noqa: E402
-from continual.rundir import git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
 
 FLOP_FORMULA = (
     "flops_per_token = 4 * (linear + head): linear = weights of the base model's nn.Linear "
@@ -352,8 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {**machine_info(), "device": str(device)},
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
         print(f"wrote {args.out}")
     return result
 
