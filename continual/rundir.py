@@ -118,6 +118,18 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def bench_provenance(git_sha: str, git_dirty: bool, device: Any) -> dict[str, Any]:
+    """Where a benchmark's numbers came from: the commit and dirty flag (taken at its start),
+    the load average, package versions and the machine with the device it ran on."""
+    return {
+        "load_average": os.getloadavg(),
+        "git_sha": git_sha,
+        "git_dirty": git_dirty,
+        "packages": package_versions(),
+        "machine": {**machine_info(), "device": str(device)},
+    }
+
+
 def tidy_rows(
     ids: dict[str, Any], stage: int, stage_domain: str, values: dict[tuple[str, str], float]
 ) -> list[dict[str, Any]]:

@@ -43,7 +43,11 @@ from continual.data.domain import build_domain  # noqa: E402
 from continual.eval.holdout import holdout_nll  # noqa: E402
 from continual.eval.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402
-from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import (  # noqa: E402
+    atomic_write_json,
+    bench_provenance,
+    git_state,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -162,11 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
         "metric": metric,
         "lm_eval_bytes": n_bytes,
-        "load_average": os.getloadavg(),
-        "git_sha": git_sha,
-        "git_dirty": git_dirty,
-        "packages": package_versions(),
-        "machine": {**machine_info(), "device": str(device)},
+        **bench_provenance(git_sha, git_dirty, device),
     }
     if args.out is not None:
         atomic_write_json(args.out, result)

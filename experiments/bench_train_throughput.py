@@ -57,7 +57,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded commit describes
 
 from continual.models.loading import load_model, use_bitsandbytes_only_if_quantised  # noqa: E402
-from continual.rundir import atomic_write_json, git_state, machine_info, package_versions  # noqa: E402
+from continual.rundir import (  # noqa: E402
+    atomic_write_json,
+    bench_provenance,
+    git_state,
+)
 
 FLOP_FORMULA = (
     "flops_per_token = 4 * (linear + head): linear = weights of the base model's nn.Linear "
@@ -343,12 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_ceiling_flops_before_after": [ceiling_before, ceiling_after],
         "dtype": str(dtype),
         "profile_top_ops": profile,
-        "load_average": os.getloadavg(),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "git_sha": git_sha,
-        "git_dirty": git_dirty,
-        "packages": package_versions(),
-        "machine": {**machine_info(), "device": str(device)},
+        **bench_provenance(git_sha, git_dirty, device),
     }
     if args.out is not None:
         atomic_write_json(args.out, result)
