@@ -18,6 +18,7 @@ import math
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,27 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     return metrics
 
 
+def train_method_stage(
+    cfg: DictConfig, stage: int, domain: str, method: Method, model: Any, device: torch.device,
+    desc: str, steps: int | None = None, wrap: Callable[[Any], Any] = lambda s: s,
+) -> tuple[list[Any], list[dict[str, Any]], Any]:  # fmt: skip
+    """The training half of a stage: seed, ``before_stage``, then train ``method``'s parameter
+    groups on its training set (passed through ``wrap``, e.g. a timing wrapper) for ``steps``
+    (default: the method's ``stage_steps``, else the loop's count). Returns (step records,
+    parameter groups, the method's training set)."""
+    seed = stage_seed(int(cfg.seed), stage)
+    seed_everything(seed)
+    method.before_stage(stage, domain)
+    groups = method.param_groups(float(cfg.train.lr))
+    train_set = method.training_set(stage, domain)
+    records = train_stage(
+        model, groups, wrap(train_set), cfg.train, device, torch.Generator().manual_seed(seed),
+        desc=desc, extra_losses=method.extra_losses, beside=method.beside(),
+        steps=method.stage_steps(stage, domain) if steps is None else steps,
+    )  # fmt: skip
+    return records, groups, train_set
+
+
 def run_stage(
     cfg: DictConfig, run_dir: Path, ids: dict[str, Any], stage: int, domain: str,
     method: Method, model: Any, data: dict[str, Domain], loaded: LoadedModel,
@@ -290,16 +312,8 @@ def run_stage(
     ``offset``: optimizer steps taken by the earlier stages (for the global step count)."""
     t0, device = time.perf_counter(), loaded.device
     label = f"stage {stage}/{len(method.stages(list(cfg.sequence.order)))} {domain}"
-    seed = stage_seed(int(cfg.seed), stage)
-    seed_everything(seed)
-    method.before_stage(stage, domain)
-    groups = method.param_groups(float(cfg.train.lr))
+    records, groups, _ = train_method_stage(cfg, stage, domain, method, model, device, label)
     trainable = sum(p.numel() for group in groups for p in group["params"])
-    records = train_stage(
-        model, groups, method.training_set(stage, domain), cfg.train, device,
-        torch.Generator().manual_seed(seed), desc=label, extra_losses=method.extra_losses,
-        steps=method.stage_steps(stage, domain), beside=method.beside(),
-    )  # fmt: skip
     dist.sync_from_main([model, *method.beside()])  # no float drift between processes
     method.after_stage(stage, domain)
     dist.sync_tensors(method.shared_tensors())  # e.g. EWC's Fisher: rank 0's on every process

@@ -365,8 +365,7 @@ def child(spec: dict[str, Any]) -> None:
     from continual.config.validate import validate_config, validate_for_model
     from continual.methods import build_method
     from continual.models.loading import load_model
-    from continual.recipe import prepare_data
-    from continual.train.loop import train_stage
+    from continual.recipe import prepare_data, train_method_stage
     from continual.train.seeding import seed_everything, stage_seed
 
     overrides = [
@@ -399,22 +398,12 @@ def child(spec: dict[str, Any]) -> None:
         """Train stage ``number`` as recipe.run_stage does (without its save and evaluation);
         returns what the stage trained and drew its batches from, and the mean of each extra
         loss term over its steps (evidence that the method's machinery was active)."""
-        domain, seed = order[number - 1], stage_seed(int(cfg.seed), number)
-        seed_everything(seed)
-        method.before_stage(number, domain)
-        groups = method.param_groups(float(cfg.train.lr))
-        train_set = method.training_set(number, domain)
-        train_cfg = OmegaConf.merge(cfg.train, {"steps": steps})
-        records = train_stage(
-            model,
-            groups,
-            train_set if clock is None else ClockedSet(train_set, clock),
-            train_cfg,
-            loaded.device,
-            torch.Generator().manual_seed(seed),
-            desc=f"stage {number} {domain}",
-            extra_losses=method.extra_losses,
-        )
+        domain = order[number - 1]
+        wrap = (lambda s: s) if clock is None else (lambda s: ClockedSet(s, clock))
+        records, groups, train_set = train_method_stage(
+            cfg, number, domain, method, model, loaded.device, f"stage {number} {domain}",
+            steps=steps, wrap=wrap,
+        )  # fmt: skip
         terms = sorted({name for r in records for name in r.terms})
         return {
             "trainable_parameters": sum(p.numel() for group in groups for p in group["params"]),
