@@ -102,3 +102,70 @@ def test_stage_logs_the_lora_gradient_norm_apart_from_crma(tmp_path) -> None:
                 assert r.grad_norm_lora == pytest.approx(r.grad_norm, rel=1e-5)
             else:  # CRMA parameters add to the global norm
                 assert r.grad_norm > r.grad_norm_lora
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"clipping": "norm", "max_grad_norm": 1e-3},  # every step cut
+     {"clipping": "zclip", "max_grad_norm": 0.0,  # z_thresh 0: above-mean steps cut
+      "zclip": {**ZCLIP, "warmup_steps": 2, "z_thresh": 0.01}}],
+)  # fmt: skip
+def test_logged_norm_after_clipping_equals_the_replay_of_the_logged_norms(
+    tmp_path, settings: dict
+) -> None:
+    from continual.analysis.clip_events import replay_clipping
+    from continual.data.domain import TextBlocks
+    from continual.train.loop import train_stage
+    from tests.test_methods import _blocks, _setup
+
+    cfg, loaded, _, method, model = _setup(tmp_path, "lora")
+    for key, value in settings.items():
+        cfg.train[key] = value
+    cfg.train.steps = 8
+    method.before_stage(1, "med")
+    records = train_stage(
+        model, method.param_groups(cfg.train.lr),
+        TextBlocks(_blocks(model.config.vocab_size, 0)), cfg.train, loaded.device,
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    before = [r.grad_norm for r in records]
+    after = [r.grad_norm_clipped for r in records]
+    assert after == pytest.approx(replay_clipping(before, cfg.train), rel=1e-5)
+    cut = [a < b * (1 - 1e-4) for a, b in zip(after, before, strict=True)]
+    if settings["clipping"] == "norm":
+        assert all(cut) and after == pytest.approx([1e-3] * 8, rel=1e-3)
+    else:  # warm-up steps pass; later, some steps are cut and some are not
+        assert not any(cut[:2]) and any(cut[2:]) and not all(cut[2:])
+        assert "grad_norm_clipped" in records[0].row()
+
+
+def _log_run(run_dir, clipping: dict, norms: list[float], logged: list[float] | None = None):
+    import pandas as pd
+    import yaml
+
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": clipping}))
+    log = pd.DataFrame({"stage": 1, "domain": "med", "step": range(1, len(norms) + 1),
+                        "loss": 1.0, "grad_norm": norms, "lr": 1e-3})  # fmt: skip
+    if logged is not None:
+        log["grad_norm_clipped"] = logged
+    log.to_csv(run_dir / "train_log.csv", index=False)
+    return run_dir
+
+
+def test_clip_events_count_cut_steps_from_the_log_or_by_replay(tmp_path) -> None:
+    from continual.analysis.clip_events import clip_events, clip_events_section
+    from continual.analysis.runs import load_train_logs
+
+    norm = {"clipping": "norm", "max_grad_norm": 1.0}
+    replayed = _log_run(tmp_path / "a", norm, [0.5, 2.0, 4.0, 1.0])
+    # a logged column wins over the replay (here it says nothing was cut)
+    logged = _log_run(tmp_path / "b", norm, [0.5, 2.0, 4.0, 1.0], [0.5, 2.0, 4.0, 1.0])
+    runs = [replayed, logged]
+    events = clip_events(load_train_logs(runs), runs).set_index("run_dir")
+    a, b = events.loc[str(replayed)], events.loc[str(logged)]
+    assert (a["steps"], a["clipped"], a["source"]) == (4, 2, "replayed")  # 1.0 is not cut
+    assert a["rate"] == 0.5 and a["median_scale"] == pytest.approx((0.5 + 0.25) / 2, rel=1e-4)
+    assert (b["clipped"], b["source"]) == (0, "logged") and math.isnan(b["median_scale"])
+    section = clip_events_section(events.reset_index())
+    assert "| norm | 2/8 | 25.0% |" in section

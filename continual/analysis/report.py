@@ -41,6 +41,7 @@ import matplotlib.pyplot as plt
 from continual.analysis import report_sections as sections
 from continual.analysis.accuracy_sections import accuracy_sections
 from continual.analysis.accuracy_tables import has_accuracy, is_accuracy_metric
+from continual.analysis.clip_events import clip_events, clip_events_section
 from continual.analysis.crma_sections import bypass_section, gradient_ratio_section
 from continual.analysis.plots import (
     plot_accuracy_curves,
@@ -112,6 +113,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         sections.lm_eval_section(metrics),
     ]
     crma_depth = [bypass_section(metrics), gradient_ratio_section(metrics)]
+    clipping = clip_events_section(clip_events(logs, kept)) if not logs.empty else None
     loss_summary = summary[~summary["metric"].map(is_accuracy_metric).astype(bool)]
     parts = [
         f"# Continual-learning report\n\nSource: `{root}` (generated {stamp} by "
@@ -125,7 +127,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
         *accuracy_sections(metrics),
         *(section for section in depth if section),
         sections.gradient_section(metrics),
-        *(section for section in crma_depth if section),
+        *(section for section in [clipping, *crma_depth] if section),
         sections.paired_section(metrics),
         published_section(),
         "## Figures\n\n" + "\n\n".join(f"![{n[:-4]}]({n})" for n in figures),

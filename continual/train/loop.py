@@ -55,6 +55,7 @@ class StepRecord:
     epoch: int = 1  # 1-based pass over the training set that this step's batch belongs to
     grad_norm_lora: float = math.nan  # the same over the groups named "lora" only (nan: none)
     terms: dict[str, float] = field(default_factory=dict)  # a method's extra loss terms
+    grad_norm_clipped: float = math.nan  # the global norm after clipping: what the step used
 
     def row(self) -> dict[str, Any]:
         """The record as one train_log.csv row: the fields, then (for a method with extra loss
@@ -162,10 +163,13 @@ def train_stage(
                 f"{desc}: non-finite loss ({total}) or gradient norm ({grad_norm}) at step "
                 f"{step}. Lower train.lr, keep train.max_grad_norm > 0, or check the data."
             )
+        clipped_norm = group_norm(params)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        records.append(StepRecord(step, loss_value, grad_norm, lr, epoch, lora_norm, logged))
+        records.append(
+            StepRecord(step, loss_value, grad_norm, lr, epoch, lora_norm, logged, clipped_norm)
+        )
         bar.set_postfix(loss=f"{loss_value:.3f}", gnorm=f"{grad_norm:.2f}")
     model.eval()
     _log_epochs(desc, records)
