@@ -82,20 +82,26 @@ def test_bad_clipping_settings_fail_in_validation(overrides: list[str], message:
         validate_config(cfg)
 
 
-def test_stage_logs_the_lora_gradient_norm_apart_from_crma(tmp_path) -> None:
+def _train_first_stage(tmp_path, method_name: str, **train: object) -> list:
+    """The step records of stage 1 (med) of a tiny_random chain with ``train`` overrides."""
     from continual.data.domain import TextBlocks
     from continual.train.loop import train_stage
     from tests.test_methods import _blocks, _setup
 
+    cfg, loaded, _, method, model = _setup(tmp_path, method_name)
+    for key, value in train.items():
+        cfg.train[key] = value
+    method.before_stage(1, "med")
+    return train_stage(
+        model, method.param_groups(cfg.train.lr),
+        TextBlocks(_blocks(model.config.vocab_size, 0)), cfg.train, loaded.device,
+        torch.Generator().manual_seed(0),
+    )  # fmt: skip
+
+
+def test_stage_logs_the_lora_gradient_norm_apart_from_crma(tmp_path) -> None:
     for method_name in ("lora", "crma"):
-        cfg, loaded, _, method, model = _setup(tmp_path / method_name, method_name)
-        cfg.train.clipping = "zclip"
-        method.before_stage(1, "med")
-        records = train_stage(
-            model, method.param_groups(cfg.train.lr),
-            TextBlocks(_blocks(model.config.vocab_size, 0)), cfg.train, loaded.device,
-            torch.Generator().manual_seed(0),
-        )  # fmt: skip
+        records = _train_first_stage(tmp_path / method_name, method_name, clipping="zclip")
         for r in records:
             assert math.isfinite(r.grad_norm_lora) and r.grad_norm_lora > 0
             if method_name == "lora":
@@ -114,23 +120,11 @@ def test_logged_norm_after_clipping_equals_the_replay_of_the_logged_norms(
     tmp_path, settings: dict
 ) -> None:
     from continual.analysis.clip_events import replay_clipping
-    from continual.data.domain import TextBlocks
-    from continual.train.loop import train_stage
-    from tests.test_methods import _blocks, _setup
 
-    cfg, loaded, _, method, model = _setup(tmp_path, "lora")
-    for key, value in settings.items():
-        cfg.train[key] = value
-    cfg.train.steps = 8
-    method.before_stage(1, "med")
-    records = train_stage(
-        model, method.param_groups(cfg.train.lr),
-        TextBlocks(_blocks(model.config.vocab_size, 0)), cfg.train, loaded.device,
-        torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    records = _train_first_stage(tmp_path, "lora", steps=8, **settings)
     before = [r.grad_norm for r in records]
     after = [r.grad_norm_clipped for r in records]
-    assert after == pytest.approx(replay_clipping(before, cfg.train), rel=1e-5)
+    assert after == pytest.approx(replay_clipping(before, settings), rel=1e-5)
     cut = [a < b * (1 - 1e-4) for a, b in zip(after, before, strict=True)]
     if settings["clipping"] == "norm":
         assert all(cut) and after == pytest.approx([1e-3] * 8, rel=1e-3)
