@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.test_experiments import _load as load_experiment
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first
-    path = ROOT / "experiments" / "bench_train_throughput.py"
-    spec = importlib.util.spec_from_file_location("bench_train_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("bench_train_throughput", monkeypatch)
 
 
 class TinyLM(torch.nn.Module):
