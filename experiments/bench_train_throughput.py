@@ -32,6 +32,8 @@ device's matmul ceiling measured in the same run (a 2048 x 2048 matmul in the mo
 best of 10, before and after the repeats, at the current torch thread count).
 
 ``--profile``: torch.profiler over 3 of our steps; prints the top ops by self CPU time.
+``--lora-dropout 0`` runs both sides without LoRA dropout: what its masks cost (a different
+training run, so not the default comparison).
 The JSON records the commit and whether the tree was dirty (at start), package versions and
 the machine.
 """
@@ -226,12 +228,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--warmup-steps", type=int, default=None, help="LR warm-up steps (default: train config)"
     )
+    parser.add_argument(
+        "--lora-dropout", type=float, default=None,
+        help="LoRA dropout on both sides (default: conf/method/lora.yaml's); 0 shows what the "
+        "dropout masks cost",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: CONTINUAL_CACHE")
     parser.add_argument("--profile", action="store_true", help="profile 3 of our steps")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.repeats < 1:
         parser.error("--steps and --repeats must be >= 1")
+    if args.lora_dropout is not None and not 0 <= args.lora_dropout < 1:
+        parser.error("--lora-dropout must be in [0, 1)")
     # before the run: the results file written into the tree afterwards must not count as dirty
     git_sha, git_dirty = git_state(ROOT)
     started = time.perf_counter()
@@ -249,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_cfg.micro_batch_size = train_cfg.batch_size  # one forward per step, as HF's side
     train_cfg.steps = args.steps
     lora_cfg = OmegaConf.load(ROOT / "conf" / "method" / "lora.yaml").lora
+    if args.lora_dropout is not None:
+        lora_cfg.dropout = args.lora_dropout
     cache = args.cache_dir or Path(
         os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual")
     )

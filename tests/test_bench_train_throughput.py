@@ -45,8 +45,10 @@ def test_bench_runs_both_sides_and_records_provenance(tmp_path: Path, bench: Mod
     args = [
         "--model", "tiny_random", "--repeats", "1", "--steps", "2", "--batch", "2",
         "--block-len", "16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+        "--lora-dropout", "0",
     ]  # fmt: skip
     result = bench.main(args)
+    assert result["lora"]["dropout"] == 0  # the override, on both sides (one lora config)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     ours, hf = result["sides"]["ours"], result["sides"]["hf"]
     assert ours["tokens_per_s"] > 0 and hf["tokens_per_s"] > 0
@@ -65,3 +67,8 @@ def test_bench_runs_both_sides_and_records_provenance(tmp_path: Path, bench: Mod
     assert result["packages"]["torch"] and result["packages"]["transformers"]
     assert result["machine"]["device"] == "cpu"
     assert result["train"]["batch_size"] == 2 and result["train"]["micro_batch_size"] == 2
+
+
+def test_bench_refuses_an_impossible_dropout(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--lora-dropout", "1.5"])
