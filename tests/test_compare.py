@@ -69,3 +69,34 @@ def test_an_unknown_metric_names_the_available_ones(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert err.startswith("error: no run under") and "['acc_bwt']" in err
     assert "avg_forgetting_pct, " in err
+
+
+def test_reference_pairs_every_method_with_one(tmp_path: Path, capsys) -> None:
+    """Five methods x 2 seeds: ``--reference lora`` gives 4 pairs (m - lora) per metric, the
+    negation of the all-pairs (lora - m) rows; the report pairs with lora alone past 4 methods."""
+    from continual.analysis import find_runs, load_metrics, paired_differences
+    from continual.analysis.report_sections import paired_section
+    from tests.test_report import make_run
+
+    methods = ["lora", "replay", "ewc", "lwf", "crma"]
+    for method in methods:
+        for seed in (0, 1):
+            make_run(tmp_path / f"{method}_seed{seed}", method, seed)
+    metrics = load_metrics(find_runs(tmp_path))
+    every = paired_differences(metrics, "avg_delta_nll")
+    against = paired_differences(metrics, "avg_delta_nll", reference="lora")
+    assert len(every) == 10 and len(against) == 4
+    assert set(against.method_b) == {"lora"} and set(against.method_a) == set(methods[1:])
+    for row in against.itertuples(index=False):
+        mirror = every[(every.method_a == "lora") & (every.method_b == row.method_a)]
+        assert row.mean == pytest.approx(-mirror["mean"].item())
+        assert row.p_value == pytest.approx(mirror["p_value"].item())
+
+    _, paired = compare(tmp_path, ["final_avg_loss"], reference="lora")
+    assert set(paired.method_b) == {"lora"} and len(paired) == 4
+    section = paired_section(metrics)
+    assert "paired with `lora` only" in section
+    assert "| replay - lora |" in section and "replay - ewc" not in section
+    assert main([str(tmp_path), "--reference", "olora"]) == 2
+    err = capsys.readouterr().err
+    assert "'olora' is not a method" in err and "replay" in err

@@ -32,7 +32,7 @@ from continual.analysis.runs import (
     reference_methods,
     stage_labels,
 )
-from continual.analysis.tables import paired_differences
+from continual.analysis.tables import paired_differences, paired_note, paired_reference
 
 __all__ = [
     "ACC_METRIC_NOTES",
@@ -155,14 +155,16 @@ def accuracy_summary_section(metrics: pd.DataFrame) -> str:
         for r in table.itertuples(index=False)
     ]  # fmt: skip
     out.append(md_table(["metric", "definition", "method", "n", "mean ± SD", "95% CI"], rows))
-    paired = [paired_differences(metrics, m) for m in _PAIRED]
+    reference = paired_reference(metrics)
+    paired = [paired_differences(metrics, m, reference=reference) for m in _PAIRED]
     paired = [p for p in paired if not p.empty]
     if paired:
         out += [
             "",
             "Paired differences a - b (by seed; Student-t CI, two-sided paired t-test, no "
             "multiple-comparison correction): for `final_avg_accuracy` and `acc_bwt` positive = "
-            "method a better, for `acc_avg_forgetting_pts` negative = method a forgets less.",
+            "method a better, for `acc_avg_forgetting_pts` negative = method a forgets less."
+            + paired_note(reference),
             "",
         ]
         rows = [

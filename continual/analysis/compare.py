@@ -3,7 +3,8 @@
     python -m continual.compare multirun/<sweep> [--metric avg_forgetting_pct --metric bwt]
 
 Prints, per method and metric, n / mean / sd / 95% Student-t CI over seeds, and for every pair
-of methods the paired per-seed difference (a - b) with its CI. ``--csv DIR`` also writes both
+of methods the paired per-seed difference (a - b) with its CI (``--reference lora``: every
+other method against ``lora`` only, a = the method). ``--csv DIR`` also writes both
 tables as CSV files.
 
 A multi-task reference (``method=joint``, one stage on every domain) has a row for every
@@ -43,11 +44,19 @@ class UnknownMetricError(ContinualError):
     """A ``--metric`` that none of the runs has."""
 
 
-def compare(path: Path, metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+class UnknownMethodError(ContinualError):
+    """A ``--reference`` method that none of the runs has."""
+
+
+def compare(
+    path: Path, metrics: Sequence[str] | None = None, reference: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-method summary, paired differences) for the chosen final-stage metrics.
 
     ``metrics=None``: :data:`DEFAULT_METRICS` and :data:`ACCURACY_METRICS`, those the runs have.
-    Raises :class:`UnknownMetricError` when a chosen metric is in none of the runs.
+    ``reference``: paired differences of every other method against this one (default: every
+    pair). Raises :class:`UnknownMetricError` when a chosen metric is in none of the runs, and
+    :class:`UnknownMethodError` when ``reference`` is not one of the runs' methods.
     """
     found = find_runs(path)
     if not found:
@@ -62,9 +71,15 @@ def compare(path: Path, metrics: Sequence[str] | None = None) -> tuple[pd.DataFr
         raise UnknownMetricError(
             f"no run under {path} has metric(s) {missing}; available: {', '.join(available)}"
         )
+    methods = list(dict.fromkeys(runs["method"].astype(str)))
+    if reference is not None and reference not in methods:
+        raise UnknownMethodError(
+            f"--reference {reference!r} is not a method of the runs under {path}; "
+            f"they have: {', '.join(methods)}"
+        )
     runs = runs[runs["metric"].isin(metrics)]
     summary = summarize_runs(runs, by=["method"])
-    paired = [paired_differences(table, metric=m, min_seeds=2) for m in metrics]
+    paired = [paired_differences(table, m, min_seeds=2, reference=reference) for m in metrics]
     shown = [p for p in paired if not p.empty] or paired[:1]  # no concat of empty frames
     return summary, pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
 
@@ -76,10 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--metric", action="append",
         help="repeatable; default: the main loss metrics, and the accuracy ones when present",
     )  # fmt: skip
+    parser.add_argument(
+        "--reference", default=None,
+        help="pair every other method with this one only (e.g. lora); default: every pair",
+    )  # fmt: skip
     parser.add_argument("--csv", type=Path, default=None, help="also write CSVs into this dir")
     args = parser.parse_args(argv)
     try:
-        summary, paired = compare(args.path, args.metric)
+        summary, paired = compare(args.path, args.metric, args.reference)
     except ContinualError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -54,6 +54,8 @@ from continual.analysis.tables import (
     gradient_summary,
     mean_matrix,
     paired_differences,
+    paired_note,
+    paired_reference,
 )
 
 __all__ = [
@@ -361,18 +363,19 @@ def gradient_section(metrics: pd.DataFrame) -> str:
 
 
 def paired_section(metrics: pd.DataFrame) -> str:
+    reference = paired_reference(metrics)
     out = [
         "## Paired differences between methods (a - b, paired by seed)",
         "",
         "Student-t CI of the mean difference and two-sided paired t-test; only pairs sharing "
         ">= 2 seeds; no correction for multiple comparisons. Negative = method a forgets less / "
-        "has lower loss.",
+        "has lower loss." + paired_note(reference),
         "",
     ]
     tables = [
-        paired_differences(metrics, m) for m in ("avg_forgetting_pct", "avg_delta_nll",
-                                                   "final_avg_loss")
-    ]  # fmt: skip
+        paired_differences(metrics, m, reference=reference)
+        for m in ("avg_forgetting_pct", "avg_delta_nll", "final_avg_loss")
+    ]
     table = pd.concat([t for t in tables if not t.empty]) if any(len(t) for t in tables) else None
     if table is None:
         return "\n".join([*out, "Not available: no two methods share at least 2 seeds."])

@@ -224,9 +224,14 @@ def gradient_summary(metrics: pd.DataFrame, by_stage: bool = False) -> pd.DataFr
 
 
 def paired_differences(
-    metrics: pd.DataFrame, metric: str = "avg_forgetting_pct", min_seeds: int = 2
+    metrics: pd.DataFrame,
+    metric: str = "avg_forgetting_pct",
+    min_seeds: int = 2,
+    reference: str | None = None,
 ) -> pd.DataFrame:
-    """Paired (by seed) differences ``a - b`` of a final-stage metric for every method pair.
+    """Paired (by seed) differences ``a - b`` of a final-stage metric for every method pair,
+    or, with ``reference``, of every other method against it (``a`` = the method, ``b`` =
+    ``reference``: positive = higher than the reference).
 
     Uses :func:`continual.metrics.stats.paired_difference` (Student-t CI, two-sided paired
     t-test) for pairs sharing at least ``min_seeds`` seeds with values. Columns: method_a,
@@ -236,8 +241,13 @@ def paired_differences(
             "t_stat", "p_value", "seeds"]  # fmt: skip
     runs = run_summaries(metrics)
     runs = runs[(runs["metric"] == metric) & runs["value"].notna()]
+    methods = method_order(runs) if len(runs) else []
+    if reference is None:
+        pairs = list(combinations(methods, 2))
+    else:
+        pairs = [(m, reference) for m in methods if m != reference and reference in methods]
     rows = []
-    for a, b in combinations(method_order(runs) if len(runs) else [], 2):
+    for a, b in pairs:
         shared = set(runs.loc[runs["method"] == a, "seed"]) & set(
             runs.loc[runs["method"] == b, "seed"]
         )
@@ -246,6 +256,27 @@ def paired_differences(
         res = paired_difference(runs, a, b, metric)
         rows.append({k: res[k] for k in cols if k in res} | {"method_a": a, "method_b": b})
     return pd.DataFrame(rows, columns=cols)
+
+
+ALL_PAIRS_UP_TO = 4  # methods; with more, a report pairs each with the first one only
+
+
+def paired_reference(metrics: pd.DataFrame) -> str | None:
+    """The method a report pairs every other one with: ``None`` (every pair) for up to
+    :data:`ALL_PAIRS_UP_TO` methods, else the first in display order (``lora``, the naive
+    sequential baseline, when present), so that nine methods give 8 rows, not 36."""
+    methods = method_order(metrics) if len(metrics) else []
+    return methods[0] if len(methods) > ALL_PAIRS_UP_TO else None
+
+
+def paired_note(reference: str | None) -> str:
+    """The sentence a report section adds when it pairs with ``reference`` only."""
+    if reference is None:
+        return ""
+    return (
+        f" Each method is paired with `{reference}` only (a = the method, b = `{reference}`); "
+        "`python -m continual.compare <sweep>` gives every pair."
+    )
 
 
 def summary_table(metrics: pd.DataFrame) -> pd.DataFrame:
