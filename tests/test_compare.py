@@ -72,20 +72,20 @@ def test_an_unknown_metric_names_the_available_ones(tmp_path: Path, capsys) -> N
 
 
 def test_reference_pairs_every_method_with_one(tmp_path: Path, capsys) -> None:
-    """Five methods x 2 seeds: ``--reference lora`` gives 4 pairs (m - lora) per metric, the
-    negation of the all-pairs (lora - m) rows; the report pairs with lora alone past 4 methods."""
+    """Seven methods x 2 seeds: ``--reference lora`` gives 6 pairs (m - lora) per metric, the
+    negation of the all-pairs (lora - m) rows; the report pairs with lora alone past 6 methods."""
     from continual.analysis import find_runs, load_metrics, paired_differences
     from continual.analysis.report_sections import paired_section
     from tests.test_report import make_run
 
-    methods = ["lora", "replay", "ewc", "lwf", "crma"]
+    methods = ["lora", "frozen_lora", "replay", "ewc", "lwf", "olora", "crma"]
     for method in methods:
         for seed in (0, 1):
             make_run(tmp_path / f"{method}_seed{seed}", method, seed)
     metrics = load_metrics(find_runs(tmp_path))
     every = paired_differences(metrics, "avg_delta_nll")
     against = paired_differences(metrics, "avg_delta_nll", reference="lora")
-    assert len(every) == 10 and len(against) == 4
+    assert len(every) == 21 and len(against) == 6
     assert set(against.method_b) == {"lora"} and set(against.method_a) == set(methods[1:])
     for row in against.itertuples(index=False):
         mirror = every[(every.method_a == "lora") & (every.method_b == row.method_a)]
@@ -93,10 +93,11 @@ def test_reference_pairs_every_method_with_one(tmp_path: Path, capsys) -> None:
         assert row.p_value == pytest.approx(mirror["p_value"].item())
 
     _, paired = compare(tmp_path, ["final_avg_loss"], reference="lora")
-    assert set(paired.method_b) == {"lora"} and len(paired) == 4
+    assert set(paired.method_b) == {"lora"} and len(paired) == 6
     section = paired_section(metrics)
     assert "paired with `lora` only" in section
     assert "| replay - lora |" in section and "replay - ewc" not in section
-    assert main([str(tmp_path), "--reference", "olora"]) == 2
+    assert "paired with" not in paired_section(metrics[metrics.method != "crma"])  # 6: all
+    assert main([str(tmp_path), "--reference", "joint"]) == 2
     err = capsys.readouterr().err
-    assert "'olora' is not a method" in err and "replay" in err
+    assert "'joint' is not a method" in err and "replay" in err

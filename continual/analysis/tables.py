@@ -258,13 +258,13 @@ def paired_differences(
     return pd.DataFrame(rows, columns=cols)
 
 
-ALL_PAIRS_UP_TO = 4  # methods; with more, a report pairs each with the first one only
+ALL_PAIRS_UP_TO = 6  # methods (15 pairs); with more, a report pairs each with the first one only
 
 
 def paired_reference(metrics: pd.DataFrame) -> str | None:
     """The method a report pairs every other one with: ``None`` (every pair) for up to
     :data:`ALL_PAIRS_UP_TO` methods, else the first in display order (``lora``, the naive
-    sequential baseline, when present), so that nine methods give 8 rows, not 36."""
+    sequential baseline, when present), so that nine methods give 8 rows per metric, not 36."""
     methods = method_order(metrics) if len(metrics) else []
     return methods[0] if len(methods) > ALL_PAIRS_UP_TO else None
 
