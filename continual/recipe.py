@@ -59,7 +59,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_KEYS = ("data_cache", "threads")
 # train keys added after runs were made, with the defaults that compute what those runs computed
 # (a run directory made before them resumes)
-ADDED_TRAIN_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False}
+ADDED_TRAIN_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False,
+                        "loss_chunk_tokens": 0}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +139,33 @@ def ensure_writable(run_dir: Path) -> None:
 
 
 def _check_same_config(run_dir: Path, resolved: dict[str, Any]) -> None:
-    """Refuse to resume a run directory made with another config (``RUNTIME_KEYS`` aside)."""
+    """Refuse to resume a run directory made with another config (``RUNTIME_KEYS`` aside),
+    naming the settings that differ."""
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
     assert isinstance(saved, dict)
     if isinstance(saved.get("train"), dict):
         saved["train"] = {**ADDED_TRAIN_DEFAULTS, **saved["train"]}
-    if _experiment(saved) != _experiment(resolved):
+    differ = _differences(_experiment(saved), _experiment(resolved))
+    if differ:
+        shown = "; ".join(differ[:5]) + ("; ..." if len(differ) > 5 else "")
         raise ConfigError(
-            f"{run_dir} holds a partial run with a different config; resuming it would mix two "
-            "experiments. Rerun with its original overrides, or pick a new hydra.run.dir."
+            f"{run_dir} holds a partial run with a different config ({shown}); resuming it "
+            "would mix two experiments. Rerun with its original overrides (the run's value "
+            "first above), or pick a new hydra.run.dir."
         )
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf setting that differs between two config trees."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        missing = "<absent>"
+        return [
+            line
+            for k in keys
+            for line in _differences(old.get(k, missing), new.get(k, missing), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def _experiment(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +316,7 @@ def train_method_stage(
     records = train_stage(
         model, groups, wrap(train_set), cfg.train, device, torch.Generator().manual_seed(seed),
         desc=desc, extra_losses=method.extra_losses, beside=method.beside(),
+        extra_uses_logits=method.extra_losses_use_logits,
         steps=method.stage_steps(stage, domain) if steps is None else steps,
     )  # fmt: skip
     return records, groups, train_set

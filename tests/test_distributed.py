@@ -112,11 +112,16 @@ def test_a_run_made_before_the_new_train_keys_resumes(tiny_cfg, tmp_path: Path) 
     cfg = tiny_cfg()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     old = OmegaConf.create(resolved)
-    del old.train.mixed_precision, old.train.gradient_checkpointing
+    del old.train.mixed_precision, old.train.gradient_checkpointing, old.train.loss_chunk_tokens
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(old))
+    # an old run computed the full-logits loss: it resumes with loss_chunk_tokens=0, and the
+    # error for the new default names the setting and both values
+    with pytest.raises(ConfigError, match=r"\(train.loss_chunk_tokens: 0 -> 128\)"):
+        _check_same_config(tmp_path, resolved)
+    resolved["train"]["loss_chunk_tokens"] = 0
     _check_same_config(tmp_path, resolved)  # the defaults compute what the old run computed
     resolved["train"]["mixed_precision"] = "bf16"
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="train.mixed_precision: 'no' -> 'bf16'"):
         _check_same_config(tmp_path, resolved)
 
 

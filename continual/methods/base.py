@@ -42,6 +42,11 @@ def build_method(cfg: DictConfig) -> Method:
 class Method:
     """Base protocol; subclasses override the hooks they need."""
 
+    # Whether ``extra_losses`` reads its ``logits`` / ``targets`` arguments. A method whose
+    # terms do not (a weight penalty) leaves this False, so that the training loop may run the
+    # text loss in chunks (``train.loss_chunk_tokens``) and pass ``None`` for both.
+    extra_losses_use_logits = False
+
     def __init__(self, name: str, **settings: Any) -> None:
         """``name`` and the settings of the ``method`` config entry (``lora``, ``crma``, ...)."""
         self.name = name
@@ -91,8 +96,9 @@ class Method:
         return self.data[domain].training_set()
 
     def extra_losses(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Loss terms added to the task loss of a training micro-batch (name -> scalar tensor,
         each logged as ``loss_<name>``): see :data:`continual.train.loop.ExtraLosses`."""
         return {}

@@ -101,8 +101,9 @@ class EWCLoRA(SequentialLoRA):
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
     def extra_losses(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         return {"ewc": ewc_penalty(self.trainable(), self.anchors, self.weight)}
 
     def after_stage(self, stage: int, domain: str) -> None:

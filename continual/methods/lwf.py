@@ -47,6 +47,8 @@ class LwFLoRA(SequentialLoRA):
     one copy of the adapter tensors), run in eval mode (no dropout); the term is zero during
     the first stage. The teacher needs no extra file: it is the adapter saved by that stage."""
 
+    extra_losses_use_logits = True  # the student's logits, distilled towards the teacher's
+
     def __init__(self, name: str, **settings: Any) -> None:
         super().__init__(name, **settings)
         no_crma(name, self.cfg)

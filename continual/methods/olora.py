@@ -95,14 +95,15 @@ class OLoRA(PerDomainLoRA):
         return contextlib.nullcontext()
 
     def extra_losses(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor | None,
+        targets: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
         if self.current is None:
             return {}
         orth = orthogonality_loss(lora_pairs(self.model, self.current, self.trained))
         new = [p for n, p in self.model.named_parameters() if owned(n, self.current)]
         l2 = sum(p.float().pow(2).sum() for p in new)
-        return {"orth": self.lambda_orth * orth.to(logits.device), "l2": self.lambda_l2 * l2}
+        return {"orth": self.lambda_orth * orth.to(new[0].device), "l2": self.lambda_l2 * l2}
 
     def load(self, directory: Path, trained: list[str]) -> None:
         super().load(directory, trained)

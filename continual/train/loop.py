@@ -36,10 +36,16 @@ class TrainingSet(Protocol):
 # A method's extra loss terms for one micro-batch (``Method.extra_losses``): called with the
 # micro-batch (on the device), the logits at the positions that carry task loss and their
 # targets (``IGNORE`` where none); returns name -> scalar tensor, each a mean over the
-# micro-batch (a constant such as a weight penalty is returned as it is).
+# micro-batch (a constant such as a weight penalty is returned as it is). Terms that declare
+# they do not read the logits (``train_stage(extra_uses_logits=False)``) get ``None`` for
+# both when the loss runs in chunks (``train.loss_chunk_tokens``), which never holds them all.
 ExtraLosses = Callable[
-    [dict[str, torch.Tensor], torch.Tensor, torch.Tensor], dict[str, torch.Tensor]
+    [dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None], dict[str, torch.Tensor]
 ]
+
+# Causal-LM model types whose logits are exactly ``output_head(decoder(input_ids))`` (no
+# soft-capping or scaling after the head): the text loss may run the head in chunks.
+CHUNKABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 class NumericalError(ContinualError):
@@ -106,6 +112,7 @@ def train_stage(
     extra_losses: ExtraLosses | None = None,
     steps: int | None = None,
     beside: list[torch.nn.Module] | None = None,
+    extra_uses_logits: bool = True,
 ) -> list[StepRecord]:
     """Train for ``steps`` optimizer steps (``None``: :func:`stage_steps`) under one LR schedule;
     returns one record per step.
@@ -122,6 +129,10 @@ def train_stage(
     Launched distributed (:mod:`continual.train.distributed`): ``model`` and ``beside`` (modules
     run by hooks, e.g. CRMA) train in DDP, each process on its share of every batch's rows.
     ``train.mixed_precision: bf16`` runs the forward under bf16 autocast on CUDA.
+    ``train.loss_chunk_tokens`` > 0: the text loss runs the output head and cross-entropy on
+    that many positions at a time (:func:`chunked_text_loss`; the same loss up to float
+    rounding), unless ``extra_losses`` read the logits (``extra_uses_logits``), the run is
+    distributed or the model type is not in :data:`CHUNKABLE_MODEL_TYPES`.
     """
     steps = stage_steps(cfg, len(train_set)) if steps is None else steps
     params = [p for group in param_groups for p in group["params"]]
@@ -135,6 +146,8 @@ def train_stage(
     lora = [p for group in param_groups if group.get("name") == "lora" for p in group["params"]]
     records: list[StepRecord] = []
     world = dist.world_size()
+    chunk_tokens = loss_chunk_tokens(cfg)
+    head = None if world > 1 or (extra_losses and extra_uses_logits) else decoder_and_head(model)
     if world > 1:  # DDP: the gradients are all-reduced in each batch's last backward
         if int(cfg.batch_size) < world:
             raise ConfigError(
@@ -149,7 +162,10 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         terms = Terms(extra_losses) if extra_losses is not None else None
         with autocast(cfg, device):
-            loss_value = _accumulate(model, batch, micro, device, terms, world)
+            loss_value = _accumulate(
+                model, batch, micro, device, terms, world, head if chunk_tokens else None,
+                chunk_tokens,
+            )  # fmt: skip
         logged = terms.values if terms is not None else {}
         logged = {k: dist.all_sum(v) for k, v in logged.items()} if world > 1 else logged
         partial = lora and len(lora) < len(params)  # else the global norm is the LoRA norm
@@ -185,8 +201,8 @@ class Terms:
         self.values: dict[str, float] = {}
 
     def add(
-        self, part: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor,
-        share: float,
+        self, part: dict[str, torch.Tensor], logits: torch.Tensor | None,
+        targets: torch.Tensor | None, share: float,
     ) -> torch.Tensor | None:  # fmt: skip
         """The weighted sum of the micro-batch's terms, to add to its loss before backward
         (``None``: the method has none, and the loss is left exactly as it is)."""
@@ -213,26 +229,88 @@ def _synced(model: torch.nn.Module, last: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
 
+def loss_chunk_tokens(cfg: Any) -> int:
+    """``train.loss_chunk_tokens`` (0: the model's own loss over full logits), checked."""
+    value = cfg.get("loss_chunk_tokens", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"train.loss_chunk_tokens={value!r} must be a whole number >= 0 (positions per "
+            "chunk of the output head and loss; 0 computes the loss over full logits)."
+        )
+    return value
+
+
+Head = tuple[torch.nn.Module, torch.nn.Module]  # (decoder stack, output head)
+
+
+def decoder_and_head(model: torch.nn.Module) -> Head | None:
+    """The decoder stack and output head of ``model`` (a peft model or a transformers causal
+    LM) when its logits are ``head(decoder(input_ids).last_hidden_state)``, i.e. its model
+    type is in :data:`CHUNKABLE_MODEL_TYPES`; ``None`` otherwise."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "model_type", None) not in CHUNKABLE_MODEL_TYPES:
+        return None
+    get_decoder = getattr(base, "get_decoder", None)
+    decoder = get_decoder() if get_decoder is not None else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    return None if decoder is None or head is None else (decoder, head)
+
+
+def chunked_text_loss(ids: torch.Tensor, head: Head, chunk_tokens: int, weight: float) -> float:
+    """Mean next-token cross-entropy over every position of the blocks ``ids``, with the
+    gradient of ``weight`` times it accumulated into the parameters; the output head and the
+    loss run on ``chunk_tokens`` positions at a time, each chunk's backward straight after its
+    forward, so the logits of the whole batch (batch x length x vocabulary floats, 200 MB for
+    8 x 128 tokens of a 49k vocabulary) never exist at once. The decoder runs once; its output
+    gets the summed gradient of all chunks. Same loss and gradients as the full-logits loss up
+    to float rounding (the sum runs in another order)."""
+    decoder, output_head = head
+    hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    targets = ids[:, 1:].reshape(-1)
+    detached = flat.detach().requires_grad_(True)
+    total = 0.0
+    for start in range(0, len(targets), chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        logits = output_head(detached[part]).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets[part], reduction="sum")
+        (loss * (weight / len(targets))).backward()
+        total += float(loss.detach())
+    flat.backward(detached.grad)
+    return total / len(targets)
+
+
 def _accumulate(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], micro: int, device: torch.device,
-    terms: Terms | None = None, world: int = 1,
+    terms: Terms | None = None, world: int = 1, head: Head | None = None,
+    chunk_tokens: int = 0,
 ) -> float:  # fmt: skip
     """Forward/backward ``batch`` in micro-batches; gradients of the batch's mean token loss
     (plus the ``terms`` of a method, whose batch values they collect); returns that loss.
     ``world`` > 1: this process takes its share of the rows, and scales its part of the
-    batch's loss by ``world``, so that DDP's average of the gradients is the full batch's."""
+    batch's loss by ``world``, so that DDP's average of the gradients is the full batch's.
+    ``head`` (from :func:`decoder_and_head`) and ``chunk_tokens`` > 0: text blocks take the
+    loss through :func:`chunked_text_loss`, and ``terms`` get no logits."""
     ids = batch["input_ids"]
     rows = dist.shard_rows(len(ids)) if world > 1 else slice(None)
     if "labels" not in batch:  # text: every position of every block is a target
         loss_sum = 0.0
         chunks = ids[rows].split(micro)
         for i, chunk in enumerate(chunks):
+            chunk, share = chunk.to(device), len(chunk) / len(ids)
+            if head is not None and chunk_tokens > 0:
+                loss = chunked_text_loss(chunk, head, chunk_tokens, share)
+                extra = terms.add({"input_ids": chunk}, None, None, share) if terms else None
+                if extra is not None and extra.requires_grad:  # (a constant has no gradient)
+                    extra.backward()
+                loss_sum += loss * len(chunk)
+                continue
             with _synced(model, i == len(chunks) - 1):
-                chunk = chunk.to(device)
                 out = model(input_ids=chunk, labels=chunk)
-                scaled = out.loss * len(chunk) / len(ids)
+                scaled = out.loss * share
                 if terms is not None:
-                    part, share = {"input_ids": chunk}, len(chunk) / len(ids)
+                    part = {"input_ids": chunk}
                     extra = terms.add(part, out.logits[:, :-1], chunk[:, 1:], share)
                     scaled = scaled if extra is None else scaled + extra
                 (scaled * world if world > 1 else scaled).backward()
