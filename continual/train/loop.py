@@ -147,7 +147,8 @@ def train_stage(
     records: list[StepRecord] = []
     world = dist.world_size()
     chunk_tokens = loss_chunk_tokens(cfg)
-    head = None if world > 1 or (extra_losses and extra_uses_logits) else decoder_and_head(model)
+    chunkable = chunk_tokens and world == 1 and not (extra_losses and extra_uses_logits)
+    head = decoder_and_head(model) if chunkable else None  # None: the full-logits loss
     if world > 1:  # DDP: the gradients are all-reduced in each batch's last backward
         if int(cfg.batch_size) < world:
             raise ConfigError(
@@ -162,10 +163,7 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         terms = Terms(extra_losses) if extra_losses is not None else None
         with autocast(cfg, device):
-            loss_value = _accumulate(
-                model, batch, micro, device, terms, world, head if chunk_tokens else None,
-                chunk_tokens,
-            )  # fmt: skip
+            loss_value = _accumulate(model, batch, micro, device, terms, world, head, chunk_tokens)
         logged = terms.values if terms is not None else {}
         logged = {k: dist.all_sum(v) for k, v in logged.items()} if world > 1 else logged
         partial = lora and len(lora) < len(params)  # else the global norm is the LoRA norm
@@ -290,7 +288,7 @@ def _accumulate(
     (plus the ``terms`` of a method, whose batch values they collect); returns that loss.
     ``world`` > 1: this process takes its share of the rows, and scales its part of the
     batch's loss by ``world``, so that DDP's average of the gradients is the full batch's.
-    ``head`` (from :func:`decoder_and_head`) and ``chunk_tokens`` > 0: text blocks take the
+    ``head`` (from :func:`decoder_and_head`; then ``chunk_tokens`` > 0): text blocks take the
     loss through :func:`chunked_text_loss`, and ``terms`` get no logits."""
     ids = batch["input_ids"]
     rows = dist.shard_rows(len(ids)) if world > 1 else slice(None)
@@ -299,7 +297,7 @@ def _accumulate(
         chunks = ids[rows].split(micro)
         for i, chunk in enumerate(chunks):
             chunk, share = chunk.to(device), len(chunk) / len(ids)
-            if head is not None and chunk_tokens > 0:
+            if head is not None:
                 loss = chunked_text_loss(chunk, head, chunk_tokens, share)
                 extra = terms.add({"input_ids": chunk}, None, None, share) if terms else None
                 if extra is not None and extra.requires_grad:  # (a constant has no gradient)
