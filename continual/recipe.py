@@ -47,7 +47,7 @@ from continual.rundir import (
     redact,
     tidy_rows,
 )
-from continual.runtime import apply_threads
+from continual.runtime import apply_threads, retain_freed_memory
 from continual.summary import log_report, summarise
 from continual.tracking.base import RunLogger, build_logger
 from continual.train import distributed as dist
@@ -56,7 +56,7 @@ from continual.train.seeding import seed_everything, stage_seed
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Settings of how a run executes, not of what it computes: a resume may change them.
-RUNTIME_KEYS = ("data_cache", "threads")
+RUNTIME_KEYS = ("data_cache", "threads", "cpu_malloc_retain")
 # train keys added after runs were made, with the defaults that compute what those runs computed
 # (a run directory made before them resumes)
 ADDED_TRAIN_DEFAULTS = {"mixed_precision": "no", "gradient_checkpointing": False,
@@ -177,6 +177,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     started = time.perf_counter()
     names = validate_config(cfg)
     apply_threads(cfg.get("threads"))
+    retain_freed_memory(cfg.get("cpu_malloc_retain", True))
     method = build_method(cfg.method)
     order = list(cfg.sequence.order)
     stages = method.stages(order)  # one per domain, unless the method trains otherwise

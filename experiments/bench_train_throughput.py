@@ -32,6 +32,9 @@ device's matmul ceiling measured in the same run (a 2048 x 2048 matmul in the mo
 best of 10, before and after the repeats, at the current torch thread count).
 
 ``--profile``: torch.profiler over 3 of our steps; prints the top ops by self CPU time.
+``--malloc`` (default ``retain``): the whole process, both sides, runs with glibc keeping freed
+memory, as ``continual.run`` does by default (``cpu_malloc_retain``); ``default`` leaves glibc
+as it is.
 ``--lora-dropout 0`` runs both sides without LoRA dropout: what its masks cost (a different
 training run, so not the default comparison).
 The JSON records the commit and whether the tree was dirty (at start), package versions and
@@ -64,6 +67,7 @@ from continual.rundir import (  # noqa: E402
     bench_provenance,
     git_state,
 )
+from continual.runtime import retain_freed_memory  # noqa: E402
 
 FLOP_FORMULA = (
     "flops_per_token = 4 * (linear + head): linear = weights of the base model's nn.Linear "
@@ -233,6 +237,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="LoRA dropout on both sides (default: conf/method/lora.yaml's); 0 shows what the "
         "dropout masks cost",
     )  # fmt: skip
+    parser.add_argument(
+        "--malloc", choices=("retain", "default"), default="retain",
+        help="the C allocator for the whole process, both sides: retain (as `continual.run` "
+        "does, cpu_malloc_retain=true) or glibc's default",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: CONTINUAL_CACHE")
     parser.add_argument("--profile", action="store_true", help="profile 3 of our steps")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     git_sha, git_dirty = git_state(ROOT)
     started = time.perf_counter()
 
+    malloc_retained = retain_freed_memory(args.malloc == "retain")  # before the model loads
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml")
     use_bitsandbytes_only_if_quantised(model_cfg)
     train_cfg = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml")
@@ -278,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.steps} steps x {batch} blocks x {block_len} tokens = {tokens} tokens per run; "
         f"lr {train_cfg.lr}, {train_cfg.scheduler}, warm-up {train_cfg.warmup_steps}, "
         f"max_grad_norm {train_cfg.max_grad_norm}; LoRA r={lora_cfg.r} "
-        f"on {lora_cfg.target_modules}",
+        f"on {lora_cfg.target_modules}; C allocator {args.malloc} "
+        f"({'applied' if malloc_retained else 'glibc default'})",
         flush=True,
     )
     ceiling_before = matmul_ceiling(device, dtype)
@@ -357,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_ceiling_flops": ceiling,
         "matmul_ceiling_flops_before_after": [ceiling_before, ceiling_after],
         "dtype": str(dtype),
+        "cpu_malloc_retain": malloc_retained,
         "profile_top_ops": profile,
         "wall_seconds": round(time.perf_counter() - started, 1),
         **bench_provenance(git_sha, git_dirty, device),

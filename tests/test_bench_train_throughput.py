@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.test_experiments import _load as load_experiment
+from tests.test_runtime_malloc import GLIBC
 
 
 @pytest.fixture
@@ -49,6 +50,7 @@ def test_bench_runs_both_sides_and_records_provenance(tmp_path: Path, bench: Mod
     ]  # fmt: skip
     result = bench.main(args)
     assert result["lora"]["dropout"] == 0  # the override, on both sides (one lora config)
+    assert result["cpu_malloc_retain"] is GLIBC  # --malloc retain, the default, where glibc is
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     ours, hf = result["sides"]["ours"], result["sides"]["hf"]
     assert ours["tokens_per_s"] > 0 and hf["tokens_per_s"] > 0

@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from continual.errors import ConfigError
-from continual.runtime import check_threads
+from continual.runtime import check_malloc_retain, check_threads
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -78,6 +78,7 @@ def validate_config(cfg: DictConfig) -> list[str]:
         raise ConfigError(f"train.weight_decay={train.weight_decay!r} must be finite and >= 0.")
     _check_scheduler(str(train.scheduler))
     check_threads(cfg.get("threads"))
+    check_malloc_retain(cfg.get("cpu_malloc_retain", True))
     if not isinstance(cfg.get("data_cache", True), bool):
         raise ConfigError(f"data_cache={cfg.data_cache!r} must be true or false.")
     from continual.data.split import check_split
