@@ -15,7 +15,12 @@ import pytest
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["bench_crma_step_time", "bench_eval_throughput", "bench_train_throughput"]
+BENCHES = [
+    "bench_crma_step_time",
+    "bench_eval_throughput",
+    "bench_malloc_retain",
+    "bench_train_throughput",
+]
 
 
 def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
