@@ -11,8 +11,8 @@ O-LoRA's orthogonality loss against the first stage's adapter, CRMA attached.
 
 One measurement is one fresh child process per (method, repeat). The child composes the run
 config as `python -m continual.run +sequence=<seq> method=<m> model=<model>` does and builds the
-run with the recipe's own functions (validate_config, load_model, prepare_data, build_method,
-setup, bind); then trains stage 1 (`--stage1-steps`, untimed) and its `after_stage` (the
+run with the recipe's own functions (validate_config, the runtime settings `threads` and
+`cpu_malloc_retain`, load_model, prepare_data, build_method, setup, bind); then trains stage 1 (`--stage1-steps`, untimed) and its `after_stage` (the
 Fisher, the teacher, the memory, the frozen adapter), then stage 2 for `--warmup` + `--steps`
 optimizer steps through `continual.train.loop.train_stage`, unchanged. A step is timed from
 the moment the loop asks the stage's training set for its batch to the same moment of the next
@@ -366,6 +366,7 @@ def child(spec: dict[str, Any]) -> None:
     from continual.methods import build_method
     from continual.models.loading import load_model
     from continual.recipe import prepare_data, train_method_stage
+    from continual.runtime import apply_threads, retain_freed_memory
     from continual.train.seeding import seed_everything, stage_seed
 
     overrides = [
@@ -382,6 +383,8 @@ def child(spec: dict[str, Any]) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     names = validate_config(cfg)
+    apply_threads(cfg.get("threads"))  # as continual.run does, before anything large exists
+    retain_freed_memory(cfg.get("cpu_malloc_retain", True))
     order = list(cfg.sequence.order)
     if len(order) < 2:
         raise SystemExit(f"sequence {spec['sequence']} has one stage; the bench needs two")
