@@ -48,6 +48,14 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def write_bench_json(out: Path | None, result: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark's result written to ``out`` (nothing when None), saying where; ``result``."""
+    if out is not None:
+        atomic_write_json(out, result)
+        print(f"wrote {out}")
+    return result
+
+
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 

@@ -44,9 +44,9 @@ from continual.eval.holdout import holdout_nll  # noqa: E402
 from continual.eval.lm_eval_bridge import evaluate_tasks, write_holdout_tasks  # noqa: E402
 from continual.models.loading import load_model  # noqa: E402
 from continual.rundir import (  # noqa: E402
-    atomic_write_json,
     bench_provenance,
     git_state,
+    write_bench_json,
 )
 
 
@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         "lm_eval_bytes": n_bytes,
         **bench_provenance(git_sha, git_dirty, device),
     }
-    if args.out is not None:
-        atomic_write_json(args.out, result)
-        print(f"wrote {args.out}")
-    return result
+    return write_bench_json(args.out, result)
 
 
 if __name__ == "__main__":

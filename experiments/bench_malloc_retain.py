@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded commit describes
 
-from continual.rundir import atomic_write_json, bench_provenance, git_state  # noqa: E402
+from continual.rundir import bench_provenance, git_state, write_bench_json  # noqa: E402
 
 SETTINGS = ("retain", "default")
 BLOCKS_PER_STEP, BLOCK_LEN = 8, 128
@@ -43,21 +42,9 @@ def child(args: argparse.Namespace) -> None:
     from continual.runtime import retain_freed_memory
 
     applied = retain_freed_memory(args.child == "retain")  # before anything large is allocated
-    import torch
-    from bench_train_throughput import run_ours
-    from omegaconf import OmegaConf
+    from bench_train_throughput import default_step, run_ours
 
-    from continual.models.loading import load_model
-
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml")
-    train_cfg = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml")
-    train_cfg.batch_size = train_cfg.micro_batch_size = BLOCKS_PER_STEP
-    lora_cfg = OmegaConf.load(ROOT / "conf" / "method" / "lora.yaml").lora
-    cache = Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual"))
-    loaded = load_model(model_cfg, cache)
-    gen = torch.Generator().manual_seed(0)
-    n_blocks = BLOCKS_PER_STEP * args.steps
-    blocks = torch.randint(0, loaded.model.config.vocab_size, (n_blocks, BLOCK_LEN), generator=gen)
+    loaded, train_cfg, lora_cfg, blocks = default_step(args.model, args.steps, BLOCKS_PER_STEP)
     run_ours(loaded.model, lora_cfg, train_cfg, blocks[:BLOCKS_PER_STEP], loaded.device, 1)
     before = resource.getrusage(resource.RUSAGE_SELF)
     run = run_ours(loaded.model, lora_cfg, train_cfg, blocks, loaded.device, args.steps)
@@ -141,10 +128,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "wall_seconds": round(time.perf_counter() - started, 1),
         **bench_provenance(git_sha, git_dirty, "cpu"),
     }
-    if args.out is not None:
-        atomic_write_json(args.out, result)
-        print(f"wrote {args.out}")
-    return result
+    return write_bench_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,15 @@ O-LoRA's orthogonality loss against the first stage's adapter, CRMA attached.
 One measurement is one fresh child process per (method, repeat). The child composes the run
 config as `python -m continual.run +sequence=<seq> method=<m> model=<model>` does and builds the
 run with the recipe's own functions (validate_config, the runtime settings `threads` and
-`cpu_malloc_retain`, load_model, prepare_data, build_method, setup, bind); then trains stage 1 (`--stage1-steps`, untimed) and its `after_stage` (the
-Fisher, the teacher, the memory, the frozen adapter), then stage 2 for `--warmup` + `--steps`
-optimizer steps through `continual.train.loop.train_stage`, unchanged. A step is timed from
-the moment the loop asks the stage's training set for its batch to the same moment of the next
-step (the last: to the return of train_stage): batch composition, forward, extra losses,
-backward, clipping, optimizer and scheduler step. The first `--warmup` steps of stage 2 are not
-timed. Model loading, data preparation, stage 1 and evaluation (none is run) are outside.
-Not built: the prompted baseline and the general-text holdout (`eval.general_domain=null`),
-which no training step reads.
+`cpu_malloc_retain`, load_model, prepare_data, build_method, setup, bind); then trains stage 1
+(`--stage1-steps`, untimed) and its `after_stage` (the Fisher, the teacher, the memory, the
+frozen adapter), then stage 2 for `--warmup` + `--steps` optimizer steps through
+`continual.train.loop.train_stage`, unchanged. A step is timed from the moment the loop asks the
+stage's training set for its batch to the same moment of the next step (the last: to the return
+of train_stage): batch composition, forward, extra losses, backward, clipping, optimizer and
+scheduler step. The first `--warmup` steps of stage 2 are not timed. Model loading, data
+preparation, stage 1 and evaluation (none is run) are outside. Not built: the prompted baseline
+and the general-text holdout (`eval.general_domain=null`), which no training step reads.
 
 Memory: the child's peak RSS from `os.wait4` on that child (its whole life: model, data, both
 stages), and on CUDA `torch.cuda.max_memory_allocated` over stage 2. The JSON also keeps each

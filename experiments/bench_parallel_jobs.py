@@ -48,20 +48,12 @@ def child(args: argparse.Namespace) -> None:
 
     apply_threads(args.threads)
     import torch
-    from bench_train_throughput import run_ours
-    from omegaconf import OmegaConf
+    from bench_train_throughput import default_step, run_ours
 
-    from continual.models.loading import load_model
-
-    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml")
-    train_cfg = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml")
-    train_cfg.batch_size = train_cfg.micro_batch_size = BLOCKS_PER_STEP
-    lora_cfg = OmegaConf.load(ROOT / "conf" / "method" / "lora.yaml").lora
-    cache = Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual"))
-    loaded = load_model(model_cfg, cache)
+    loaded, train_cfg, lora_cfg, blocks = default_step(
+        args.model, args.steps, BLOCKS_PER_STEP, BLOCK_LEN
+    )
     n_blocks = BLOCKS_PER_STEP * args.steps
-    gen = torch.Generator().manual_seed(0)
-    blocks = torch.randint(0, loaded.model.config.vocab_size, (n_blocks, BLOCK_LEN), generator=gen)
     run_ours(loaded.model, lora_cfg, train_cfg, blocks, loaded.device, 1)  # untimed
     sync = Path(args.sync)
     (sync / f"ready-{os.getpid()}").touch()

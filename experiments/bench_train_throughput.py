@@ -63,9 +63,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's package: the one the recorded c
 
 from continual.models.loading import load_model, use_bitsandbytes_only_if_quantised  # noqa: E402
 from continual.rundir import (  # noqa: E402
-    atomic_write_json,
     bench_provenance,
     git_state,
+    write_bench_json,
 )
 from continual.runtime import retain_freed_memory  # noqa: E402
 
@@ -139,6 +139,23 @@ def _peft_model(base: torch.nn.Module, lora_cfg: Any) -> torch.nn.Module:
 
     torch.manual_seed(SEED)  # the same initial adapter on both sides
     return get_peft_model(copy.deepcopy(base), lora_config(lora_cfg))
+
+
+def default_step(model: str, steps: int, batch: int = 8, block_len: int = 128) -> tuple:
+    """What a child process of the other benches trains: ``(loaded, train_cfg, lora_cfg,
+    blocks)``, the model loaded as runs load it, the default train config with one forward of
+    ``batch`` blocks per step, conf/method/lora.yaml's LoRA and ``steps`` steps' fixed random
+    blocks of ``block_len`` tokens (seed 0)."""
+    model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml")
+    train_cfg = OmegaConf.load(ROOT / "conf" / "train" / "default.yaml")
+    train_cfg.batch_size = train_cfg.micro_batch_size = batch
+    lora_cfg = OmegaConf.load(ROOT / "conf" / "method" / "lora.yaml").lora
+    cache = Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual"))
+    loaded = load_model(model_cfg, cache)
+    gen = torch.Generator().manual_seed(0)
+    vocab = loaded.model.config.vocab_size
+    blocks = torch.randint(0, vocab, (batch * steps, block_len), generator=gen)
+    return loaded, train_cfg, lora_cfg, blocks
 
 
 def run_ours(base, lora_cfg, train_cfg, blocks, device, steps) -> dict[str, Any]:
@@ -373,10 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - started, 1),
         **bench_provenance(git_sha, git_dirty, device),
     }
-    if args.out is not None:
-        atomic_write_json(args.out, result)
-        print(f"wrote {args.out}")
-    return result
+    return write_bench_json(args.out, result)
 
 
 if __name__ == "__main__":
