@@ -133,3 +133,26 @@ def test_cl_pilot_decision_picks_the_lowest_finite_final_loss_per_method() -> No
     assert not table.loc["ewc_w10000", "finite"] and table.loc["ewc_w100", "finite"]
     assert list(table["family"].unique()) == ["ewc", "lwf"]
     assert decide(table) == {"ewc": "ewc_w1000", "lwf": "lwf_w1"}
+
+
+def test_cl_baselines_table_reports_methods_cost_and_paired_differences(capsys) -> None:
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from cl_baselines_table import main
+
+    runs = ROOT / "results" / "lora_vs_crma_default" / "runs"  # lora, crma, modular_crma x 3
+    cost = ROOT / "results" / "bench_method_cost.json"
+    assert main([str(runs), "--cost", str(cost)]) == 0
+    first, second = capsys.readouterr().out.strip().split("\n\n")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in first.splitlines()[2:]}
+    assert list(rows) == ["lora", "crma", "modular_crma"]
+    assert rows["crma"][1] == "3" and rows["crma"][-2] == "1.03x"  # the bench's step ratio
+    finals = {}
+    for run in sorted(runs.iterdir()):
+        m = pd.read_csv(run / "metrics.csv")
+        last = m[(m["metric"] == "final_avg_loss") & (m["stage"] == m["stage"].max())]
+        finals[run.name] = float(last["value"].iloc[0])
+    mean = sum(finals[f"modular_crma_seed{s}"] - finals[f"lora_seed{s}"] for s in range(3)) / 3
+    paired = [line for line in second.splitlines() if line.startswith("| modular_crma |")]
+    assert paired and paired[0].split(" | ")[1].startswith(f"{mean:+.4f} [")
+    assert main([str(runs), "--reference", "ewc"]) == 2
+    assert "not among the runs' methods" in capsys.readouterr().err
