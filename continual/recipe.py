@@ -175,6 +175,7 @@ def _experiment(resolved: dict[str, Any]) -> dict[str, Any]:
 def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     """Run (or resume) one chain of stages; returns the tidy metrics table."""
     started = time.perf_counter()
+    sha, dirty = git_state(PROJECT_ROOT)  # before the minutes of model and data loading
     names = validate_config(cfg)
     apply_threads(cfg.get("threads"))
     retain_freed_memory(cfg.get("cpu_malloc_retain", True))
@@ -221,7 +222,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     if not main:  # the main process's lm-eval tasks, if any
         wanted = cfg.eval.lm_eval_holdout or cfg.eval.lm_eval_tasks
         tasks_dir = run_dir / "lm_eval_tasks" if wanted else None
-    sha, dirty = git_state(PROJECT_ROOT)
     info = {
         "status": "running", "ids": ids, "git_sha": sha, "git_dirty": dirty,
         "packages": package_versions(), "machine": machine_info(), "model": loaded.identity,
