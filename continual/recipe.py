@@ -47,7 +47,7 @@ from continual.rundir import (
     redact,
     tidy_rows,
 )
-from continual.runtime import apply_threads, retain_freed_memory
+from continual.runtime import apply_runtime
 from continual.summary import log_report, summarise
 from continual.tracking.base import RunLogger, build_logger
 from continual.train import distributed as dist
@@ -177,8 +177,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> pd.DataFrame:
     started = time.perf_counter()
     sha, dirty = git_state(PROJECT_ROOT)  # before the minutes of model and data loading
     names = validate_config(cfg)
-    apply_threads(cfg.get("threads"))
-    retain_freed_memory(cfg.get("cpu_malloc_retain", True))
+    apply_runtime(cfg)
     method = build_method(cfg.method)
     order = list(cfg.sequence.order)
     stages = method.stages(order)  # one per domain, unless the method trains otherwise

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from continual.config.validate import CONF_DIR
 from continual.errors import ContinualError
 from continual.rundir import atomic_write_json, redact, redact_hydra_copies
-from continual.runtime import apply_threads, retain_freed_memory
+from continual.runtime import apply_runtime
 
 HYDRA_ONLY = {".hydra", "run.log"}
 
@@ -72,8 +72,7 @@ def main(cfg: DictConfig) -> None:
     try:
         use_bitsandbytes_only_if_quantised(cfg.model)  # before transformers or peft load
         validate_config(cfg)  # before the heavy imports: a bad config fails in seconds
-        apply_threads(cfg.get("threads"))  # before the libraries start their thread pools
-        retain_freed_memory(cfg.get("cpu_malloc_retain", True))  # before the model is loaded
+        apply_runtime(cfg)  # before the libraries start their thread pools and the model loads
         from continual.recipe import run_experiment
 
         with logging_redirect_tqdm():  # console log lines printed above progress bars

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from typing import Any
 
 from continual.errors import ConfigError
 
@@ -90,3 +91,11 @@ def retain_freed_memory(enabled: object = True) -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX)
     )
+
+
+def apply_runtime(cfg: Any) -> None:
+    """A run's process settings from its config: ``threads``, then ``cpu_malloc_retain``
+    (before anything large is allocated). Called by ``continual.run``, ``run_experiment`` and
+    the benches that build runs, so that each measures the process state runs have."""
+    apply_threads(cfg.get("threads"))
+    retain_freed_memory(cfg.get("cpu_malloc_retain", True))

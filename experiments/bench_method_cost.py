@@ -366,7 +366,7 @@ def child(spec: dict[str, Any]) -> None:
     from continual.methods import build_method
     from continual.models.loading import load_model
     from continual.recipe import prepare_data, train_method_stage
-    from continual.runtime import apply_threads, retain_freed_memory
+    from continual.runtime import apply_runtime
     from continual.train.seeding import seed_everything, stage_seed
 
     overrides = [
@@ -383,8 +383,7 @@ def child(spec: dict[str, Any]) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     names = validate_config(cfg)
-    apply_threads(cfg.get("threads"))  # as continual.run does, before anything large exists
-    retain_freed_memory(cfg.get("cpu_malloc_retain", True))
+    apply_runtime(cfg)  # as continual.run does, before anything large exists
     order = list(cfg.sequence.order)
     if len(order) < 2:
         raise SystemExit(f"sequence {spec['sequence']} has one stage; the bench needs two")
