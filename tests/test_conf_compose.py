@@ -165,6 +165,15 @@ def test_every_experiment_sets_a_sequence_and_a_sweep_of_valid_jobs(name: str) -
         assert validate_config(run) == _evaluated(run)
 
 
+def test_vendor_protocol_is_the_embedded_variant_with_its_sweep_dir() -> None:
+    # results/vendor_protocol/ is rerun by name: it must be the study that produced it
+    study = _compose(["+experiment=vendor_protocol"])
+    embedded = _compose(["+experiment=vendor_protocol_embedded"])
+    assert _job(study) == _job(embedded)
+    assert study.hydra.sweep.dir == embedded.hydra.sweep.dir
+    assert study.hydra.sweeper.params == embedded.hydra.sweeper.params
+
+
 def test_cli_without_a_sequence_names_the_choices_and_leaves_no_run_dir(tmp_path: Path) -> None:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     # this checkout's package, whichever one is installed; CONTINUAL_CACHE: the default cache_dir
