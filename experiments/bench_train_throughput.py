@@ -31,6 +31,14 @@ weights' own gradients and the attention score/value products are left out), aga
 device's matmul ceiling measured in the same run (a 2048 x 2048 matmul in the model's dtype,
 best of 10, before and after the repeats, at the current torch thread count).
 
+References, timed in every repeat in the same process: the base model alone, frozen, on the
+same blocks and batches (``run_frozen_base``): ``frozen_base_step``, its forward with the
+model's own full-logits loss and the backward of the activation gradients (the same
+``4 * (linear + head)`` FLOPs as a LoRA step, without LoRA, dropout or optimizer: what a
+LoRA step at best approaches on this machine), and ``frozen_base_forward``, the forward alone
+(``2 * (linear + head)``). Reported with their fraction of the ceiling, and
+``ours_over_frozen_base_step``, our tokens/s over the first's.
+
 ``--profile``: torch.profiler over 3 of our steps; prints the top ops by self CPU time.
 ``--malloc`` (default ``retain``): the whole process, both sides, runs with glibc keeping freed
 memory, as ``continual.run`` does by default (``cpu_malloc_retain``); ``default`` leaves glibc
@@ -217,6 +225,32 @@ def run_hf(base, lora_cfg, train_cfg, blocks, device, steps, tmp: Path) -> dict[
     return {"seconds": seconds, "loss": float(out.training_loss), "hf_train_runtime_s": runtime}
 
 
+def run_frozen_base(base, blocks, batch: int, device, backward: bool) -> dict[str, Any]:
+    """The reference: the base model alone (no LoRA, no dropout, no optimizer), frozen, over
+    the same blocks in batches of ``batch``. ``backward``: its full-logits loss (the model's
+    own) and the gradient of the activations, through ``inputs_embeds`` that require it, i.e.
+    the ``4 * (linear + head)`` FLOPs of a LoRA step with nothing else; else the forward alone
+    (``2 * (linear + head)``) without autograd. Seconds and mean loss (nan for the forward)."""
+    model = copy.deepcopy(base).requires_grad_(False).train(backward)
+    embed = model.get_input_embeddings()
+    losses = []
+    _sync(device)
+    t0 = time.perf_counter()
+    for start in range(0, len(blocks), batch):
+        ids = blocks[start : start + batch].to(device)
+        if backward:
+            inputs = embed(ids).requires_grad_(True)
+            loss = model(inputs_embeds=inputs, labels=ids).loss
+            loss.backward()
+            losses.append(float(loss.detach()))
+        else:
+            with torch.no_grad():
+                model(input_ids=ids)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "loss": statistics.fmean(losses) if losses else float("nan")}
+
+
 def profile_ours(base, lora_cfg, train_cfg, blocks, device, steps: int = 3) -> list[dict]:
     """torch.profiler over ``steps`` of our steps; the top 15 ops by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
@@ -322,8 +356,22 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         run(1)
         print(f"warm-up {name} (1 step, untimed): {time.perf_counter() - t0:.1f} s", flush=True)
+    references = {  # flops per token, and the run: what the base model alone reaches
+        "frozen_base_step": (per_token, lambda: run_frozen_base(base, blocks, batch, device, True)),
+        "frozen_base_forward": (
+            per_token // 2,
+            lambda: run_frozen_base(base, blocks, batch, device, False),
+        ),
+    }
+    for _, measure in references.values():
+        measure()  # untimed, as the sides
     runs: list[dict[str, Any]] = []
+    reference_runs: list[dict[str, Any]] = []
     for rep in range(args.repeats):
+        for name, (_, measure) in references.items():  # in every repeat, same process
+            ref = measure() | {"reference": name, "repeat": rep}
+            ref["tokens_per_s"] = tokens / ref["seconds"]
+            reference_runs.append(ref)
         order = ["ours", "hf"] if rep % 2 == 0 else ["hf", "ours"]
         for name in order:
             run = sides[name](args.steps) | {"side": name, "repeat": rep}
@@ -351,6 +399,20 @@ def main(argv: list[str] | None = None) -> dict:
             "mean_loss": statistics.median(r["loss"] for r in runs if r["side"] == side),
         }
     ratio = statistics.median(ratios)
+    reference_summary = {}
+    for name, (flops_per_tok, _) in references.items():
+        median = statistics.median(
+            r["tokens_per_s"] for r in reference_runs if r["reference"] == name
+        )
+        reference_summary[name] = {
+            "tokens_per_s": median,
+            "flops_per_token": flops_per_tok,
+            "effective_flops": median * flops_per_tok,
+            "ceiling_fraction": median * flops_per_tok / ceiling,
+        }
+    ours_over_base_step = (
+        summary["ours"]["tokens_per_s"] / reference_summary["frozen_base_step"]["tokens_per_s"]
+    )
     print(f"\n{FLOP_FORMULA}")
     print(
         f"linear {params['linear']:,} + head {params['head']:,} -> "
@@ -364,8 +426,14 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {side} | {row['tokens_per_s']:.0f} | {row['effective_flops'] / 1e9:.1f} "
             f"| {row['ceiling_fraction']:.1%} |"
         )
+    for name, row in reference_summary.items():
+        print(
+            f"| {name} (reference) | {row['tokens_per_s']:.0f} | "
+            f"{row['effective_flops'] / 1e9:.1f} | {row['ceiling_fraction']:.1%} |"
+        )
     print(
-        f"\nratio ours / hf: {ratio:.3f} (median of per-repeat ratios "
+        f"\nours / frozen_base_step (same FLOPs, no LoRA): {ours_over_base_step:.3f}. "
+        f"ratio ours / hf: {ratio:.3f} (median of per-repeat ratios "
         f"{', '.join(f'{r:.3f}' for r in ratios)}; > 1: ours faster); load average "
         f"{os.getloadavg()[0]:.1f}"
     )
@@ -379,6 +447,9 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_ours_over_hf": ratio,
         "ratios": ratios,
         "runs": runs,
+        "references": reference_summary,
+        "reference_runs": reference_runs,
+        "ours_over_frozen_base_step": ours_over_base_step,
         "flop_formula": FLOP_FORMULA,
         "matmul_parameters": params,
         "flops_per_token": per_token,

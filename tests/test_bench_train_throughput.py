@@ -69,6 +69,20 @@ def test_bench_runs_both_sides_and_records_provenance(tmp_path: Path, bench: Mod
     assert result["packages"]["torch"] and result["packages"]["transformers"]
     assert result["machine"]["device"] == "cpu"
     assert result["train"]["batch_size"] == 2 and result["train"]["micro_batch_size"] == 2
+    refs = result["references"]
+    assert refs["frozen_base_step"]["flops_per_token"] == result["flops_per_token"]
+    assert refs["frozen_base_forward"]["flops_per_token"] == result["flops_per_token"] // 2
+    assert [(r["reference"], r["repeat"]) for r in result["reference_runs"]] == [
+        ("frozen_base_step", 0), ("frozen_base_forward", 0)
+    ]  # fmt: skip
+    for name, row in refs.items():
+        assert row["tokens_per_s"] > 0, name
+        assert row["ceiling_fraction"] == pytest.approx(
+            row["tokens_per_s"] * row["flops_per_token"] / result["matmul_ceiling_flops"]
+        )
+    assert result["ours_over_frozen_base_step"] == pytest.approx(
+        ours["tokens_per_s"] / refs["frozen_base_step"]["tokens_per_s"]
+    )
 
 
 def test_bench_refuses_an_impossible_dropout(bench: ModuleType) -> None:
