@@ -122,6 +122,14 @@ def matmul_ceiling(
     return 2 * n**3 / best
 
 
+def rate_row(tokens_per_s: list[float], per_token: int, ceiling: float) -> dict[str, float]:
+    """The median of ``tokens_per_s``, its FLOP/s at ``per_token`` FLOPs per token and their
+    fraction of the matmul ``ceiling``."""
+    median = statistics.median(tokens_per_s)
+    flops = median * per_token
+    return {"tokens_per_s": median, "effective_flops": flops, "ceiling_fraction": flops / ceiling}
+
+
 class BlockDataset(torch.utils.data.Dataset):
     """The blocks as a map-style dataset of ``input_ids`` / ``labels`` rows (HF's side)."""
 
@@ -225,13 +233,14 @@ def run_hf(base, lora_cfg, train_cfg, blocks, device, steps, tmp: Path) -> dict[
     return {"seconds": seconds, "loss": float(out.training_loss), "hf_train_runtime_s": runtime}
 
 
-def run_frozen_base(base, blocks, batch: int, device, backward: bool) -> dict[str, Any]:
-    """The reference: the base model alone (no LoRA, no dropout, no optimizer), frozen, over
-    the same blocks in batches of ``batch``. ``backward``: its full-logits loss (the model's
-    own) and the gradient of the activations, through ``inputs_embeds`` that require it, i.e.
-    the ``4 * (linear + head)`` FLOPs of a LoRA step with nothing else; else the forward alone
-    (``2 * (linear + head)``) without autograd. Seconds and mean loss (nan for the forward)."""
-    model = copy.deepcopy(base).requires_grad_(False).train(backward)
+def run_frozen_base(frozen, blocks, batch: int, device, backward: bool) -> dict[str, Any]:
+    """The reference: the base model alone (no LoRA, no dropout, no optimizer), ``frozen`` (a
+    copy whose weights do not require gradients), over the same blocks in batches of
+    ``batch``. ``backward``: its full-logits loss (the model's own) and the gradient of the
+    activations, through ``inputs_embeds`` that require it, i.e. the ``4 * (linear + head)``
+    FLOPs of a LoRA step with nothing else; else the forward alone (``2 * (linear + head)``)
+    without autograd. Seconds and mean loss (nan for the forward)."""
+    model = frozen.train(backward)
     embed = model.get_input_embeddings()
     losses = []
     _sync(device)
@@ -356,11 +365,15 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         run(1)
         print(f"warm-up {name} (1 step, untimed): {time.perf_counter() - t0:.1f} s", flush=True)
+    frozen = copy.deepcopy(base).requires_grad_(False)  # one copy for every reference run
     references = {  # flops per token, and the run: what the base model alone reaches
-        "frozen_base_step": (per_token, lambda: run_frozen_base(base, blocks, batch, device, True)),
+        "frozen_base_step": (
+            per_token,
+            lambda: run_frozen_base(frozen, blocks, batch, device, True),
+        ),
         "frozen_base_forward": (
             per_token // 2,
-            lambda: run_frozen_base(base, blocks, batch, device, False),
+            lambda: run_frozen_base(frozen, blocks, batch, device, False),
         ),
     }
     for _, measure in references.values():
@@ -387,29 +400,22 @@ def main(argv: list[str] | None = None) -> dict:
     ceiling = max(ceiling_before, ceiling_after)
     rate = {s: [r["tokens_per_s"] for r in runs if r["side"] == s] for s in sides}
     ratios = [o / h for o, h in zip(rate["ours"], rate["hf"], strict=True)]
-    summary = {}
-    for side in sides:
-        median = statistics.median(rate[side])
-        flops = median * per_token
-        summary[side] = {
-            "tokens_per_s": median,
+    summary = {
+        side: rate_row(rate[side], per_token, ceiling)
+        | {
             "tokens_per_s_repeats": rate[side],
-            "effective_flops": flops,
-            "ceiling_fraction": flops / ceiling,
             "mean_loss": statistics.median(r["loss"] for r in runs if r["side"] == side),
         }
+        for side in sides
+    }
     ratio = statistics.median(ratios)
-    reference_summary = {}
-    for name, (flops_per_tok, _) in references.items():
-        median = statistics.median(
-            r["tokens_per_s"] for r in reference_runs if r["reference"] == name
+    reference_summary = {
+        name: rate_row(
+            [r["tokens_per_s"] for r in reference_runs if r["reference"] == name], flops, ceiling
         )
-        reference_summary[name] = {
-            "tokens_per_s": median,
-            "flops_per_token": flops_per_tok,
-            "effective_flops": median * flops_per_tok,
-            "ceiling_fraction": median * flops_per_tok / ceiling,
-        }
+        | {"flops_per_token": flops}
+        for name, (flops, _) in references.items()
+    }
     ours_over_base_step = (
         summary["ours"]["tokens_per_s"] / reference_summary["frozen_base_step"]["tokens_per_s"]
     )
@@ -421,15 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print("| side | tokens/s (median) | effective GFLOP/s | of ceiling |")
     print("|---|---|---|---|")
-    for side, row in summary.items():
+    labelled = [*summary.items(), *((f"{n} (reference)", r) for n, r in reference_summary.items())]
+    for label, row in labelled:
         print(
-            f"| {side} | {row['tokens_per_s']:.0f} | {row['effective_flops'] / 1e9:.1f} "
+            f"| {label} | {row['tokens_per_s']:.0f} | {row['effective_flops'] / 1e9:.1f} "
             f"| {row['ceiling_fraction']:.1%} |"
-        )
-    for name, row in reference_summary.items():
-        print(
-            f"| {name} (reference) | {row['tokens_per_s']:.0f} | "
-            f"{row['effective_flops'] / 1e9:.1f} | {row['ceiling_fraction']:.1%} |"
         )
     print(
         f"\nours / frozen_base_step (same FLOPs, no LoRA): {ours_over_base_step:.3f}. "
